@@ -1,0 +1,190 @@
+#!/usr/bin/python3
+"""PyTorch-on-CPU peer benchmark for Kiln's CPU benchmarks.
+
+Run with Debian's interpreter (python3-torch 1.13 + OpenBLAS), e.g.:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        /usr/bin/python3 bench/peers/torch_cpu.py --json torch_cpu.json
+
+All measurements are float32, under torch.inference_mode(), using
+torch.set_num_threads(os.cpu_count()).  Each row gets a warm-up, then
+median-of-N timing with time.perf_counter; very short ops are timed in
+batches of `inner` calls per sample and divided back to a per-call time.
+
+Rows (stable names):
+  gemm_{256,512,1024,2048}           square C = A @ B, GFLOP/s = 2*M*N*K / t
+  softmax_<shape>, rmsnorm_<shape>,
+  layernorm_<shape>                  shapes 1x128x1024, 4x512x4096; last axis;
+                                     GB/s = 2*numel*4 bytes / t (read x, write y)
+  eltwise_chain_4x512x4096           y = ((x*1.5+0.5).tanh()*x).sigmoid() - x*0.25
+                                     GB/s = 2*numel*4 bytes / t
+  lora_<BxTxd>_r8                    y = x@W + (x@A@B)*2, W(d,d), A(d,8), B(8,d);
+                                     reported in us (gflops = useful FLOPs / t)
+"""
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+# Timing budget knobs (whole script should stay well under ~2 min on 2 cores).
+TARGET_ROW_S = 2.5       # total measured time per row (approx.)
+MIN_SAMPLE_S = 0.002     # batch tiny ops so one sample lasts at least this long
+MIN_SAMPLES = 7
+MAX_SAMPLES = 301
+WARMUP_S = 0.2           # minimum warm-up time per row (at least 3 calls)
+
+
+def openblas_info():
+    """Return (corename, config) of the OpenBLAS mapped into this process, if any."""
+    try:
+        libs = set()
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1]
+                if "openblas" in os.path.basename(p) and ".so" in p:
+                    libs.add(p)
+        for p in sorted(libs):
+            lib = ctypes.CDLL(p)
+            if hasattr(lib, "openblas_get_corename"):
+                lib.openblas_get_corename.restype = ctypes.c_char_p
+                lib.openblas_get_config.restype = ctypes.c_char_p
+                return (lib.openblas_get_corename().decode(),
+                        lib.openblas_get_config().decode(), p)
+    except Exception:  # pragma: no cover - informational only
+        pass
+    return (None, None, None)
+
+
+def bench(fn):
+    """Warm up, then return median seconds per call of fn()."""
+    # Warm-up: at least 3 calls and at least WARMUP_S seconds.
+    t0 = time.perf_counter()
+    n = 0
+    while n < 3 or time.perf_counter() - t0 < WARMUP_S:
+        fn()
+        n += 1
+    est = (time.perf_counter() - t0) / n
+    inner = max(1, math.ceil(MIN_SAMPLE_S / max(est, 1e-9)))
+    samples = int(TARGET_ROW_S / (inner * est))
+    samples = max(MIN_SAMPLES, min(MAX_SAMPLES, samples))
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t) / inner)
+    return statistics.median(times), samples, inner
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default="torch_cpu.json", help="output JSON path")
+    args = ap.parse_args()
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    # Force BLAS to load so its core can be reported.
+    _ = torch.randn(8, 8) @ torch.randn(8, 8)
+    core, config, libpath = openblas_info()
+
+    print(f"torch {torch.__version__} | python {platform.python_version()} ({sys.executable})")
+    print(f"threads: torch.get_num_threads()={torch.get_num_threads()} (os.cpu_count()={threads})")
+    print(f"OpenBLAS: core={core} config={config} lib={libpath}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if var in os.environ:
+            print(f"note: {var}={os.environ[var]} is set")
+    print()
+
+    rows = []
+    hdr = f"{'name':<28} {'shape':<34} {'us':>12} {'metric':>14} {'samples':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+
+    def record(name, shape, fn, *, flops=None, nbytes=None):
+        sec, samples, inner = bench(fn)
+        us = sec * 1e6
+        row = {"name": name, "shape": shape, "us": round(us, 3)}
+        if flops is not None:
+            row["gflops"] = round(flops / sec / 1e9, 3)
+            metric = f"{row['gflops']:.2f} GFLOP/s"
+        else:
+            row["gbps"] = round(nbytes / sec / 1e9, 3)
+            metric = f"{row['gbps']:.2f} GB/s"
+        row["torch_version"] = torch.__version__
+        row["threads"] = torch.get_num_threads()
+        rows.append(row)
+        print(f"{name:<28} {shape:<34} {us:>12.1f} {metric:>14} {samples:>5}x{inner:<3}",
+              flush=True)
+
+    f32 = torch.float32
+    with torch.inference_mode():
+        # --- GEMM --------------------------------------------------------
+        for n in (256, 512, 1024, 2048):
+            a = torch.randn(n, n, dtype=f32)
+            b = torch.randn(n, n, dtype=f32)
+            record(f"gemm_{n}", f"{n}x{n}x{n}", lambda a=a, b=b: torch.mm(a, b),
+                   flops=2.0 * n * n * n)
+            del a, b
+
+        # --- normalisations over last axis -------------------------------
+        for shape in ((1, 128, 1024), (4, 512, 4096)):
+            x = torch.randn(*shape, dtype=f32)
+            d = shape[-1]
+            w = torch.randn(d, dtype=f32)
+            bias = torch.randn(d, dtype=f32)
+            s = "x".join(map(str, shape))
+            nbytes = 2.0 * x.numel() * 4
+
+            record(f"softmax_{s}", s, lambda x=x: torch.softmax(x, dim=-1), nbytes=nbytes)
+
+            # torch 1.13 has no fused rms_norm: composed from elementary ops.
+            def rmsnorm(x=x, w=w):
+                return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+            record(f"rmsnorm_{s}", s, rmsnorm, nbytes=nbytes)
+
+            record(f"layernorm_{s}", s,
+                   lambda x=x, w=w, bias=bias: torch.nn.functional.layer_norm(
+                       x, (d,), w, bias, 1e-5),
+                   nbytes=nbytes)
+            del x
+
+        # --- elementwise chain --------------------------------------------
+        x = torch.randn(4, 512, 4096, dtype=f32)
+
+        def chain(x=x):
+            return ((x * 1.5 + 0.5).tanh() * x).sigmoid() - x * 0.25
+        record("eltwise_chain_4x512x4096", "4x512x4096", chain, nbytes=2.0 * x.numel() * 4)
+        del x
+
+        # --- LoRA forward --------------------------------------------------
+        r = 8
+        for (bsz, t, d) in ((1, 128, 512), (4, 16, 512), (4, 16, 1024), (4, 16, 2048)):
+            x = torch.randn(bsz, t, d, dtype=f32)
+            W = torch.randn(d, d, dtype=f32) / math.sqrt(d)
+            A = torch.randn(d, r, dtype=f32) / math.sqrt(d)
+            B = torch.randn(r, d, dtype=f32) / math.sqrt(r)
+
+            def lora(x=x, W=W, A=A, B=B):
+                return x @ W + (x @ A @ B) * 2
+            tokens = bsz * t
+            flops = 2.0 * tokens * d * d + 2.0 * tokens * d * r + 2.0 * tokens * r * d
+            record(f"lora_{bsz}x{t}x{d}_r{r}", f"x={bsz}x{t}x{d},W={d}x{d},r={r}", lora,
+                   flops=flops)
+
+    with open(args.json, "w") as f:
+        json.dump(rows, f, indent=2)
+    print(f"\nwrote {len(rows)} rows to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

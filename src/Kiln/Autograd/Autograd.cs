@@ -1,0 +1,86 @@
+// Reverse-mode autodiff as a graph transform: gradients are new lazy nodes built from the op table's
+// gradient rules, so forward, backward and an optimizer update can be evaluated as one graph.
+using Kiln.Graph;
+
+namespace Kiln;
+
+public static class Autograd
+{
+    /// <summary>
+    /// Calls <paramref name="f"/> on <paramref name="parameters"/> and returns its (scalar) value with the
+    /// lazy gradient of that value with respect to each parameter. Nothing is evaluated.
+    /// </summary>
+    public static (Tensor Value, Tensor[] Grads) ValueAndGrad(Func<Tensor[], Tensor> f, params Tensor[] parameters)
+    {
+        var value = f(parameters);
+        return (value, Grad(value, parameters));
+    }
+
+    /// <summary>Lazy d(output)/d(wrt) for a one-element output; zeros for a parameter it does not depend on.</summary>
+    public static Tensor[] Grad(Tensor output, params Tensor[] wrt) =>
+        Grad(output, Tensor.OnesLike(output), wrt);
+
+    /// <summary>Vector-Jacobian product: the gradient flowing back from <paramref name="seed"/> (shaped like output).</summary>
+    public static Tensor[] Grad(Tensor output, Tensor seed, params Tensor[] wrt)
+    {
+        if (!Shapes.Equal(seed.ShapeArray, output.ShapeArray))
+            throw new ArgumentException($"grad: seed shape {Shapes.Format(seed.ShapeArray)} must equal output shape {Shapes.Format(output.ShapeArray)}");
+        if (!output.DType.IsFloat()) throw new ArgumentException($"grad: output must be floating-point, got {output.DType.ShortName()}");
+        var targets = new HashSet<Node>(wrt.Select(t => t.Node), ReferenceEqualityComparer.Instance);
+        long minTargetId = wrt.Length == 0 ? long.MaxValue : wrt.Min(t => t.Node.Id);
+        var (order, reaches) = TopologicalOrder(output.Node, targets, minTargetId);
+
+        var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance) { [output.Node] = seed.Cast(output.DType) };
+        for (int i = order.Count - 1; i >= 0; i--)
+        {
+            var node = order[i];
+            if (!grads.TryGetValue(node, out var g)) continue;
+            if (node.Op.Grad is null) continue;
+            var inputs = node.InputArray;
+            var ctx = new GradContext(node, inputs.Select(n => new Tensor(n)).ToArray(), new Tensor(node), g);
+            var gs = node.Op.Grad(ctx);
+            for (int k = 0; k < inputs.Length; k++)
+            {
+                var gi = gs[k];
+                if (gi is null || !inputs[k].DType.IsFloat() || !reaches.Contains(inputs[k])) continue;
+                if (!Shapes.Equal(gi.ShapeArray, inputs[k].Shape))
+                    throw new InvalidOperationException($"internal: gradient rule of {node.Op.Name} gave shape {Shapes.Format(gi.ShapeArray)} for input {k} of shape {Shapes.Format(inputs[k].Shape)}");
+                gi = gi.Cast(inputs[k].DType);
+                grads[inputs[k]] = grads.TryGetValue(inputs[k], out var acc) ? acc + gi : gi;
+            }
+        }
+        return wrt.Select(t => grads.TryGetValue(t.Node, out var g) ? g : Tensor.ZerosLike(t)).ToArray();
+    }
+
+    /// <summary>
+    /// Nodes between the output and the targets, in topological order. Also records which nodes depend on a
+    /// target, so gradients are built only where they can be non-zero.
+    /// </summary>
+    private static (List<Node> Order, HashSet<Node> Reaches) TopologicalOrder(Node output, HashSet<Node> targets, long minTargetId)
+    {
+        var reaches = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var order = new List<Node>();
+        var stack = new Stack<(Node, int)>();
+        stack.Push((output, 0));
+        visited.Add(output);
+        while (stack.Count > 0)
+        {
+            var (n, next) = stack.Pop();
+            var ins = n.InputArray;
+            if (next < ins.Length)
+            {
+                stack.Push((n, next + 1));
+                if (visited.Add(ins[next])) stack.Push((ins[next], 0));
+                continue;
+            }
+            if (targets.Contains(n) || ins.Any(reaches.Contains)) reaches.Add(n);
+            else if (n.IsRealised && n.WasComputed && n.Id > minTargetId && !targets.Contains(n))
+                throw new InvalidOperationException(
+                    $"grad: {n} was evaluated before its gradient was built, so its history is gone and gradients cannot flow " +
+                    "through it; build gradients (Autograd.Grad / ValueAndGrad) before evaluating intermediate tensors");
+            order.Add(n);
+        }
+        return (order, reaches);
+    }
+}

@@ -1,0 +1,58 @@
+// Batched matmul over broadcast batch axes. Operands are passed to the GEMM with their own strides, so a
+// transposed or broadcast operand is read in place (the GEMM's packing absorbs the layout).
+using Kiln.Runtime;
+
+namespace Kiln.Cpu;
+
+internal static class MatMulKernel
+{
+    public static unsafe Realised Run(Realised a, Realised b, int[] outShape)
+    {
+        int r = outShape.Length;
+        int M = outShape[r - 2], N = outShape[r - 1], K = a.Shape[^1];
+        var o = Realised.Contiguous(BufferPool.Rent(a.DType, Shapes.Numel(outShape)), outShape);
+        long batches = Shapes.Numel(outShape.AsSpan(0, r - 2));
+        if (batches == 0 || M == 0 || N == 0) return o;
+        // Batch strides of each operand as seen through the broadcast batch shape.
+        var batchShape = outShape[..(r - 2)];
+        long[] sa = BatchStrides(a, batchShape), sb = BatchStrides(b, batchShape);
+        long aRs = a.Strides[^2], aCs = a.Strides[^1], bRs = b.Strides[^2], bCs = b.Strides[^1];
+        double flops = 2.0 * M * N * K;
+        bool parallelBatches = batches > 1 && flops < 1 << 21;
+        int gemmThreads = parallelBatches ? 1 : Settings.Threads;
+        int batchThreads = parallelBatches ? (int)Math.Min(batches, Settings.Threads) : 1;
+        var (bShape, bst) = batchShape.Length == 0 ? ([1], [[0L], [0L]]) : Strided.Coalesce(batchShape, sa, sb);
+        Par.For(batches, batchThreads, (s, e) =>
+        {
+            for (long i = s; i < e; i++)
+            {
+                long offA = a.Offset + Offset(i, bShape, bst[0]), offB = b.Offset + Offset(i, bShape, bst[1]);
+                long offC = i * M * N;
+                if (a.DType == DType.Float32)
+                    fixed (float* pa = a.Buffer.Array<float>(), pb = b.Buffer.Array<float>(), pc = o.Buffer.Array<float>())
+                        Gemm.Sgemm(M, N, K, 1f, pa + offA, aRs, aCs, pb + offB, bRs, bCs, 0f, pc + offC, N, gemmThreads);
+                else if (a.DType == DType.Float64)
+                    fixed (double* pa = a.Buffer.Array<double>(), pb = b.Buffer.Array<double>(), pc = o.Buffer.Array<double>())
+                        Gemm.Dgemm(M, N, K, 1.0, pa + offA, aRs, aCs, pb + offB, bRs, bCs, 0.0, pc + offC, N, gemmThreads);
+                else throw new NotSupportedException($"matmul: dtype {a.DType.ShortName()} has no CPU kernel");
+            }
+        });
+        return o;
+    }
+
+    private static long Offset(long index, int[] shape, long[] strides)
+    {
+        long off = 0;
+        for (int d = shape.Length - 1; d >= 0; d--) { off += index % shape[d] * strides[d]; index /= shape[d]; }
+        return off;
+    }
+
+    private static long[] BatchStrides(Realised x, int[] batchShape)
+    {
+        var r = new long[batchShape.Length];
+        int xb = x.Shape.Length - 2, off = batchShape.Length - xb;
+        for (int i = 0; i < xb; i++)
+            r[off + i] = x.Shape[i] == 1 && batchShape[off + i] != 1 ? 0 : x.Strides[i];
+        return r;
+    }
+}

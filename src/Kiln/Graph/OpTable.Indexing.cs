@@ -1,0 +1,145 @@
+// Op table rows for indexing, layout (concat, pad, triangle) and language-model ops (RoPE, cross-entropy).
+using Kiln.Cpu;
+using Kiln.Runtime;
+
+namespace Kiln.Graph;
+
+public static partial class OpTable
+{
+    // ---------------- indexing ----------------
+    public static readonly OpDef IndexSelect = new("index_select", 2, FusionClass.Opaque,
+        (i, a) =>
+        {
+            int axis = ((IntAttrs)a!).Value;
+            ShapeRules.RequireInteger("index_select", i[1], "index");
+            if (i[1].Shape.Length != 1) throw ShapeRules.Error("index_select", "index must be 1-D", i);
+            var s = (int[])i[0].Shape.Clone(); s[axis] = i[1].Shape[0];
+            return (s, i[0].DType);
+        },
+        (x, n) => Indexing.IndexSelect(x[0], x[1], ((IntAttrs)n.Attrs!).Value, n.Shape),
+        c => [Ops.IndexAdd(Tensor.Zeros(c.Inputs[0].ShapeArray, c.Inputs[0].DType), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
+
+    public static readonly OpDef IndexAdd = new("index_add", 3, FusionClass.Opaque,
+        (i, a) =>
+        {
+            int axis = ((IntAttrs)a!).Value;
+            ShapeRules.RequireInteger("index_add", i[1], "index");
+            ShapeRules.RequireSameDType("index_add", i[0], i[2]);
+            var expect = (int[])i[0].Shape.Clone();
+            if (i[1].Shape.Length != 1) throw ShapeRules.Error("index_add", "index must be 1-D", i);
+            expect[axis] = i[1].Shape[0];
+            if (!Shapes.Equal(expect, i[2].Shape)) throw ShapeRules.Error("index_add", $"source must have shape {Shapes.Format(expect)}", i);
+            return (i[0].Shape, i[0].DType);
+        },
+        (x, n) => Indexing.IndexAdd(x[0], x[1], x[2], ((IntAttrs)n.Attrs!).Value),
+        c => [c.Upstream, null, c.Upstream.IndexSelect(c.Attrs<IntAttrs>().Value, c.Inputs[1])]);
+
+    public static readonly OpDef Gather = new("gather", 2, FusionClass.Opaque,
+        (i, a) =>
+        {
+            ShapeRules.RequireInteger("gather", i[1], "index");
+            if (i[1].Shape.Length != i[0].Shape.Length) throw ShapeRules.Error("gather", "index must have the same rank as x", i);
+            return (i[1].Shape, i[0].DType);
+        },
+        (x, n) => Indexing.Gather(x[0], x[1], ((IntAttrs)n.Attrs!).Value),
+        c => [Ops.ScatterAdd(Tensor.Zeros(c.Inputs[0].ShapeArray, c.Inputs[0].DType), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
+
+    public static readonly OpDef ScatterAdd = new("scatter_add", 3, FusionClass.Opaque,
+        (i, a) =>
+        {
+            ShapeRules.RequireInteger("scatter_add", i[1], "index");
+            ShapeRules.RequireSameDType("scatter_add", i[0], i[2]);
+            if (i[1].Shape.Length != i[0].Shape.Length || !Shapes.Equal(i[1].Shape, i[2].Shape))
+                throw ShapeRules.Error("scatter_add", "index and source must have the same shape and x's rank", i);
+            return (i[0].Shape, i[0].DType);
+        },
+        (x, n) => Indexing.ScatterAdd(x[0], x[1], x[2], ((IntAttrs)n.Attrs!).Value),
+        c => [c.Upstream, null, Ops.Gather(c.Upstream, c.Attrs<IntAttrs>().Value, c.Inputs[1])]);
+
+    // ---------------- layout ----------------
+    public static readonly OpDef Concat = new("concat", -1, FusionClass.Opaque,
+        (i, a) =>
+        {
+            int axis = ((IntAttrs)a!).Value;
+            var s = (int[])i[0].Shape.Clone();
+            for (int k = 1; k < i.Length; k++)
+            {
+                ShapeRules.RequireSameDType("concat", i[0], i[k]);
+                bool ok = i[k].Shape.Length == s.Length;
+                for (int d = 0; ok && d < s.Length; d++) ok = d == axis || i[k].Shape[d] == s[d];
+                if (!ok) throw ShapeRules.Error("concat", $"input {k} does not match input 0 outside axis {axis}", i);
+                s[axis] += i[k].Shape[axis];
+            }
+            return (s, i[0].DType);
+        },
+        (x, n) => LayoutKernels.Concat(x, ((IntAttrs)n.Attrs!).Value, n.Shape),
+        c =>
+        {
+            int axis = c.Attrs<IntAttrs>().Value, at = 0;
+            var r = new Tensor?[c.Inputs.Length];
+            for (int k = 0; k < r.Length; k++)
+            {
+                int len = c.Inputs[k].ShapeArray[axis];
+                r[k] = c.Upstream.Slice(axis, at, at + len);
+                at += len;
+            }
+            return r;
+        }, widensHalf: false);
+
+    public static readonly OpDef Pad = new("pad", 1, FusionClass.Opaque,
+        (i, a) =>
+        {
+            var p = (PadAttrs)a!;
+            return (i[0].Shape.Select((d, k) => d + p.Before[k] + p.After[k]).ToArray(), i[0].DType);
+        },
+        (x, n) => { var p = (PadAttrs)n.Attrs!; return LayoutKernels.Pad(x[0], p.Before, n.Shape, p.Value); },
+        c =>
+        {
+            var p = c.Attrs<PadAttrs>();
+            var g = c.Upstream;
+            for (int d = 0; d < p.Before.Length; d++)
+                if (p.Before[d] != 0 || p.After[d] != 0) g = g.Slice(d, p.Before[d], p.Before[d] + c.Inputs[0].ShapeArray[d]);
+            return [g];
+        });
+
+    public static readonly OpDef Triangle = new("triangle", 1, FusionClass.Elementwise,
+        (i, _) =>
+        {
+            ShapeRules.RequireFloat("triangle", i[0]);
+            if (i[0].Shape.Length < 2) throw ShapeRules.Error("triangle", "x needs at least 2 axes", i);
+            return (i[0].Shape, i[0].DType);
+        },
+        (x, n) => { var t = (TriangleAttrs)n.Attrs!; return LayoutKernels.Triangle(x[0], t.Lower, t.Diagonal, t.Fill); },
+        c => { var t = c.Attrs<TriangleAttrs>(); return [c.Upstream.Triangle(t.Lower, t.Diagonal, 0)]; });
+
+    // ---------------- language-model ops ----------------
+    public static readonly OpDef Rope = new("rope", 1, FusionClass.Opaque,
+        (i, _) =>
+        {
+            ShapeRules.RequireFloat("rope", i[0]);
+            if (i[0].Shape.Length < 2 || i[0].Shape[^1] % 2 != 0)
+                throw ShapeRules.Error("rope", "x must have shape (..., seq, head_dim) with an even head_dim", i);
+            return (i[0].Shape, i[0].DType);
+        },
+        (x, n) => { var a = (RopeAttrs)n.Attrs!; return ModelKernels.Rope(x[0], new(a.Theta, a.Interleaved, a.Offset, a.Inverse)); },
+        c => { var a = c.Attrs<RopeAttrs>(); return [Tensor.Apply(Rope!, a with { Inverse = !a.Inverse }, c.Upstream)]; });
+
+    public static readonly OpDef CrossEntropy = new("cross_entropy", 2, FusionClass.Opaque,
+        (i, _) => CrossEntropyShape(i),
+        (x, n) => { var a = (CrossEntropyAttrs)n.Attrs!; return ModelKernels.CrossEntropy(x[0], x[1], a.IgnoreIndex, a.LabelSmoothing); },
+        c => [Tensor.Apply(CrossEntropyGrad!, c.Node.Attrs, c.Inputs[0], c.Inputs[1], c.Upstream), null]);
+
+    public static readonly OpDef CrossEntropyGrad = new("cross_entropy_grad", 3, FusionClass.Opaque,
+        (i, _) => (i[0].Shape, i[0].DType),
+        (x, n) => { var a = (CrossEntropyAttrs)n.Attrs!; return ModelKernels.CrossEntropyGrad(x[0], x[1], x[2], a.IgnoreIndex, a.LabelSmoothing); },
+        null);
+
+    private static (int[], DType) CrossEntropyShape(Node[] i)
+    {
+        ShapeRules.RequireFloat("cross_entropy", i[0], "logits");
+        ShapeRules.RequireInteger("cross_entropy", i[1], "targets");
+        if (i[0].Shape.Length != 2 || i[1].Shape.Length != 1 || i[1].Shape[0] != i[0].Shape[0])
+            throw ShapeRules.Error("cross_entropy", "logits must be (N, classes) and targets (N,)", i);
+        return ([], i[0].DType);
+    }
+}

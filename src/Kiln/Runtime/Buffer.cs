@@ -1,0 +1,69 @@
+// CPU storage: one typed managed array per buffer. Buffers come from and return to the BufferPool.
+using System.Runtime.InteropServices;
+
+namespace Kiln.Runtime;
+
+internal sealed class Buffer
+{
+    public readonly DType DType;
+    public readonly Array Data;   // float[], double[], BFloat16[], Half[], int[], long[] or bool[]
+    public readonly long Length;  // elements in use (the array may be longer: pooled size classes)
+    internal int Users;           // live Realised views of this buffer inside an Eval; 0 after release -> pool
+
+    public Buffer(DType dtype, Array data, long length) { DType = dtype; Data = data; Length = length; }
+
+    public static Array NewArray(DType dtype, long length) => dtype switch
+    {
+        DType.Float32 => new float[length],
+        DType.Float64 => new double[length],
+        DType.BFloat16 => new BFloat16[length],
+        DType.Float16 => new Half[length],
+        DType.Int32 => new int[length],
+        DType.Int64 => new long[length],
+        DType.Bool => new bool[length],
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
+
+    public Span<T> Span<T>() => MemoryMarshal.CreateSpan(ref MemoryMarshal.GetArrayDataReference((T[])Data), (int)Length);
+    public T[] Array<T>() => (T[])Data;
+}
+
+/// <summary>
+/// A realised value: a buffer seen through an offset and strides (in elements). Views (reshape, permute,
+/// slice, expand) are new Realised objects over the same buffer; stride 0 is a broadcast dimension.
+/// </summary>
+internal sealed class Realised
+{
+    public readonly Buffer Buffer;
+    public readonly long Offset;
+    public readonly int[] Shape;
+    public readonly long[] Strides;
+
+    public Realised(Buffer buffer, long offset, int[] shape, long[] strides)
+    {
+        Buffer = buffer; Offset = offset; Shape = shape; Strides = strides;
+        Interlocked.Increment(ref buffer.Users);
+    }
+
+    public static Realised Contiguous(Buffer buffer, int[] shape) => new(buffer, 0, shape, Shapes.ContiguousStrides(shape));
+
+    public long Numel => Shapes.Numel(Shape);
+    public DType DType => Buffer.DType;
+
+    public bool IsContiguous
+    {
+        get
+        {
+            long acc = 1;
+            for (int i = Shape.Length - 1; i >= 0; i--)
+            {
+                if (Shape[i] != 1 && Strides[i] != acc) return false;
+                acc *= Shape[i];
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Span over a contiguous value (caller checked <see cref="IsContiguous"/>).</summary>
+    public Span<T> Span<T>() => Buffer.Span<T>().Slice((int)Offset, (int)Numel);
+}

@@ -1,0 +1,91 @@
+// Eval: find the unrealised ancestry of the requested outputs, schedule it in dependency levels, run the
+// independent nodes of a level in parallel, release intermediates to the buffer pool as soon as their last
+// consumer has run, and publish the requested outputs into their nodes (the tensor cache).
+using System.Diagnostics;
+using Kiln.Graph;
+
+namespace Kiln.Runtime;
+
+internal static class Evaluator
+{
+    private static long _kernelRuns;
+
+    /// <summary>Kernels executed since the process started (tests count recomputation with it).</summary>
+    public static long KernelRuns => Interlocked.Read(ref _kernelRuns);
+
+    public static void Evaluate(Node[] outputs)
+    {
+        bool all = true;
+        foreach (var o in outputs) all &= o.IsRealised;
+        if (all) return;
+        var sw = Settings.Log.Contains("eval") ? Stopwatch.StartNew() : null;
+        var plan = Schedule.Build(outputs);
+        var vals = new Realised?[plan.Nodes.Length];
+        var remaining = (int[])plan.Consumers.Clone();
+        bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1;
+        foreach (var level in plan.Levels)
+        {
+            if (parallel && level.Length > 1)
+                System.Threading.Tasks.Parallel.ForEach(level, new ParallelOptions { MaxDegreeOfParallelism = Settings.Threads },
+                    i => vals[i] = Run(plan, i, vals));
+            else
+                foreach (int i in level) vals[i] = Run(plan, i, vals);
+
+            // Release what this level consumed last (bookkeeping after the level, so no thread races a reader).
+            foreach (int i in level)
+            {
+                foreach (int j in plan.Inputs[i])
+                    if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j]) Release(vals[j]!);
+                if (plan.Keep[i]) vals[i] = plan.Nodes[i].Publish(vals[i]!);
+                else if (remaining[i] == 0) Release(vals[i]!);
+            }
+        }
+        if (sw is not null)
+            Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} nodes in {plan.Levels.Length} levels, {sw.Elapsed.TotalMicroseconds:F0} µs");
+    }
+
+    private static Realised Run(Schedule plan, int i, Realised?[] vals)
+    {
+        var node = plan.Nodes[i];
+        if (node.Value is { } done) return done;   // another thread's Eval got there first
+        var ins = plan.InputNodes[i];
+        var inputs = new Realised[ins.Length];
+        for (int k = 0; k < ins.Length; k++)
+        {
+            int j = plan.Inputs[i][k];
+            inputs[k] = (j >= 0 ? vals[j] : ins[k].Value)
+                ?? throw new InvalidOperationException($"internal: input {k} of {node} has no value");
+        }
+        return Execute(node, inputs);
+    }
+
+    /// <summary>Runs one node's CPU kernel, widening bf16/f16 to fp32 around kernels that compute in fp32.</summary>
+    internal static Realised Execute(Node node, Realised[] inputs)
+    {
+        Interlocked.Increment(ref _kernelRuns);
+        if (!node.Op.WidensHalf) return node.Op.Cpu(inputs, node);
+        Realised[]? widened = null;
+        for (int k = 0; k < inputs.Length; k++)
+            if (inputs[k].DType is DType.BFloat16 or DType.Float16)
+            {
+                widened ??= (Realised[])inputs.Clone();
+                widened[k] = Cpu.Convert.Cast(inputs[k], DType.Float32);
+            }
+        var result = node.Op.Cpu(widened ?? inputs, node);
+        if (widened is not null)
+            for (int k = 0; k < inputs.Length; k++)
+                if (!ReferenceEquals(widened[k], inputs[k]) && !ReferenceEquals(widened[k].Buffer, result.Buffer)) Release(widened[k]);
+        if (result.DType != node.DType)
+        {
+            var narrowed = Cpu.Convert.Cast(result, node.DType);
+            Release(result);
+            result = narrowed;
+        }
+        return result;
+    }
+
+    internal static void Release(Realised r)
+    {
+        if (Interlocked.Decrement(ref r.Buffer.Users) == 0) BufferPool.Return(r.Buffer);
+    }
+}

@@ -1,0 +1,32 @@
+// Every environment variable Kiln reads, read here and nowhere else (documented in docs/env-vars.md).
+namespace Kiln;
+
+public static class Settings
+{
+    /// <summary>KILN_DEVICE: cpu (default) or cuda.</summary>
+    public static string? Device => Normalize(Environment.GetEnvironmentVariable("KILN_DEVICE"));
+
+    /// <summary>KILN_THREADS: worker threads for CPU kernels and parallel levels (default: all cores).</summary>
+    public static int Threads { get; } = ParseThreads(Environment.GetEnvironmentVariable("KILN_THREADS"));
+
+    /// <summary>KILN_LOG: comma-separated topics (eval) to print to stderr.</summary>
+    public static IReadOnlySet<string> Log { get; } = ParseList(Environment.GetEnvironmentVariable("KILN_LOG"));
+
+    /// <summary>KILN_DISABLE: comma-separated features to switch off (parallel: run levels one node at a time).</summary>
+    public static IReadOnlySet<string> Disabled { get; } = ParseList(Environment.GetEnvironmentVariable("KILN_DISABLE"));
+
+    public static bool IsDisabled(string feature) => Disabled.Contains(feature);
+
+    private static string? Normalize(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim().ToLowerInvariant();
+
+    private static HashSet<string> ParseList(string? s) =>
+        new((s ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(x => x.ToLowerInvariant()));
+
+    private static int ParseThreads(string? s)
+    {
+        if (string.IsNullOrWhiteSpace(s)) return Environment.ProcessorCount;
+        if (int.TryParse(s, out int n) && n > 0) return n;
+        throw new FormatException($"KILN_THREADS='{s}' is not a positive integer");
+    }
+}

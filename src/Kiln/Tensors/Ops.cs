@@ -1,0 +1,119 @@
+// Functional API (Ops.Softmax(x), Ops.Where(c, a, b), ...): ops that read better as functions or that
+// take several tensors. Mixed dtypes are promoted here, visibly, by inserting cast nodes.
+using Kiln.Graph;
+
+namespace Kiln;
+
+public static class Ops
+{
+    internal static Tensor Binary(OpDef op, Tensor a, Tensor b)
+    {
+        if (a.DType != b.DType)
+        {
+            var t = DTypeExtensions.Promote(a.DType, b.DType);
+            a = a.Cast(t); b = b.Cast(t);
+        }
+        return Tensor.Apply(op, null, a, b);
+    }
+
+    public static Tensor Add(Tensor a, Tensor b) => Binary(OpTable.Add, a, b);
+    public static Tensor Sub(Tensor a, Tensor b) => Binary(OpTable.Sub, a, b);
+    public static Tensor Mul(Tensor a, Tensor b) => Binary(OpTable.Mul, a, b);
+    public static Tensor Div(Tensor a, Tensor b) => Binary(OpTable.Div, a, b);
+    public static Tensor Pow(Tensor a, Tensor b) => Binary(OpTable.Pow, a, b);
+    public static Tensor Pow(Tensor a, double b) => Binary(OpTable.Pow, a, a.ScalarLike(b));
+    public static Tensor Maximum(Tensor a, Tensor b) => Binary(OpTable.Maximum, a, b);
+    public static Tensor Minimum(Tensor a, Tensor b) => Binary(OpTable.Minimum, a, b);
+    public static Tensor MatMul(Tensor a, Tensor b) => Binary(OpTable.MatMul, a, b);
+    public static Tensor Eq(Tensor a, Tensor b) => Binary(OpTable.Eq, a, b);
+    public static Tensor Ne(Tensor a, Tensor b) => Binary(OpTable.Ne, a, b);
+    public static Tensor Lt(Tensor a, Tensor b) => Binary(OpTable.Lt, a, b);
+    public static Tensor Le(Tensor a, Tensor b) => Binary(OpTable.Le, a, b);
+    public static Tensor Gt(Tensor a, Tensor b) => Binary(OpTable.Gt, a, b);
+    public static Tensor Ge(Tensor a, Tensor b) => Binary(OpTable.Ge, a, b);
+
+    /// <summary>Elementwise choice with broadcasting: cond ? a : b.</summary>
+    public static Tensor Where(Tensor cond, Tensor a, Tensor b)
+    {
+        if (a.DType != b.DType)
+        {
+            var t = DTypeExtensions.Promote(a.DType, b.DType);
+            a = a.Cast(t); b = b.Cast(t);
+        }
+        return Tensor.Apply(OpTable.Where, null, cond, a, b);
+    }
+
+    public static Tensor Where(Tensor cond, Tensor a, double b) => Where(cond, a, a.ScalarLike(b));
+    public static Tensor Where(Tensor cond, double a, Tensor b) => Where(cond, b.ScalarLike(a), b);
+
+    public static Tensor Softmax(Tensor x, int axis = -1) => x.Softmax(axis);
+    public static Tensor LogSoftmax(Tensor x, int axis = -1) => x.LogSoftmax(axis);
+
+    /// <summary>x / √(mean(x², -1) + eps) · weight.</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps = 1e-6) => Tensor.Apply(OpTable.RmsNorm, new NormAttrs(eps), x, weight);
+
+    /// <summary>(x − mean) / √(var + eps) · weight + bias over the last axis.</summary>
+    public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps = 1e-5) => Tensor.Apply(OpTable.LayerNorm, new NormAttrs(eps), x, weight, bias);
+
+    public static Tensor Concat(IReadOnlyList<Tensor> tensors, int axis = 0)
+    {
+        if (tensors.Count == 0) throw new ArgumentException("concat: no tensors given");
+        int a = Shapes.Axis(axis, tensors[0].Rank, "concat");
+        return tensors.Count == 1 ? tensors[0] : Tensor.Apply(OpTable.Concat, new IntAttrs(a), [.. tensors]);
+    }
+
+    public static Tensor Stack(IReadOnlyList<Tensor> tensors, int axis = 0)
+    {
+        if (tensors.Count == 0) throw new ArgumentException("stack: no tensors given");
+        int a = Shapes.Axis(axis, tensors[0].Rank + 1, "stack");
+        foreach (var t in tensors)
+            if (!Shapes.Equal(t.ShapeArray, tensors[0].ShapeArray))
+                throw new ArgumentException($"stack: all tensors need the same shape; got {Shapes.Format(tensors[0].ShapeArray)} and {Shapes.Format(t.ShapeArray)}");
+        return Concat(tensors.Select(t => t.Unsqueeze(a)).ToArray(), a);
+    }
+
+    /// <summary>Splits along an axis into pieces of the given sizes (views, no copies).</summary>
+    public static Tensor[] Split(Tensor x, int[] sizes, int axis = 0)
+    {
+        int a = Shapes.Axis(axis, x.Rank, "split");
+        if (sizes.Any(s => s < 0) || sizes.Sum() != x.ShapeArray[a])
+            throw new ArgumentException($"split: sizes [{string.Join(", ", sizes)}] do not add up to axis {axis} of shape {Shapes.Format(x.ShapeArray)}");
+        var r = new Tensor[sizes.Length];
+        int at = 0;
+        for (int i = 0; i < sizes.Length; i++) { r[i] = x.Slice(a, at, at + sizes[i]); at += sizes[i]; }
+        return r;
+    }
+
+    /// <summary>Rows of <paramref name="table"/> (vocab, dim) picked by integer ids of any shape → ids.shape + (dim,).</summary>
+    public static Tensor Embedding(Tensor table, Tensor ids)
+    {
+        if (table.Rank != 2) throw new ArgumentException($"embedding: table must be (vocab, dim), got {Shapes.Format(table.ShapeArray)}");
+        var flat = table.IndexSelect(0, ids.Reshape(-1));
+        return flat.Reshape([.. ids.ShapeArray, table.ShapeArray[1]]);
+    }
+
+    /// <summary>out = x; out[.., index[j], ..] += source[.., j, ..] along <paramref name="axis"/>.</summary>
+    public static Tensor IndexAdd(Tensor x, int axis, Tensor index, Tensor source) =>
+        Tensor.Apply(OpTable.IndexAdd, new IntAttrs(Shapes.Axis(axis, x.Rank, "index_add")), x, index, source);
+
+    /// <summary>torch.gather along <paramref name="axis"/>.</summary>
+    public static Tensor Gather(Tensor x, int axis, Tensor index) =>
+        Tensor.Apply(OpTable.Gather, new IntAttrs(Shapes.Axis(axis, x.Rank, "gather")), x, index);
+
+    /// <summary>torch.scatter_add along <paramref name="axis"/>.</summary>
+    public static Tensor ScatterAdd(Tensor x, int axis, Tensor index, Tensor source) =>
+        Tensor.Apply(OpTable.ScatterAdd, new IntAttrs(Shapes.Axis(axis, x.Rank, "scatter_add")), x, index, source);
+
+    /// <summary>Fills everything above the diagonal of the last two axes with −∞ (causal attention).</summary>
+    public static Tensor CausalMask(Tensor scores) => scores.Triangle(lower: true, diagonal: 0, fill: double.NegativeInfinity);
+
+    /// <summary>
+    /// Mean cross-entropy of logits (N, classes) against integer targets (N,), skipping targets equal to
+    /// <paramref name="ignoreIndex"/>, with PyTorch's label smoothing.
+    /// </summary>
+    public static Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex = -100, double labelSmoothing = 0)
+    {
+        if (labelSmoothing is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(labelSmoothing), $"cross_entropy: label_smoothing must be in [0, 1], got {labelSmoothing}");
+        return Tensor.Apply(OpTable.CrossEntropy, new CrossEntropyAttrs(ignoreIndex, labelSmoothing), logits, targets);
+    }
+}
