@@ -27,8 +27,7 @@ public static class Autograd
             throw new ArgumentException($"grad: seed shape {Shapes.Format(seed.ShapeArray)} must equal output shape {Shapes.Format(output.ShapeArray)}");
         if (!output.DType.IsFloat()) throw new ArgumentException($"grad: output must be floating-point, got {output.DType.ShortName()}");
         var targets = new HashSet<Node>(wrt.Select(t => t.Node), ReferenceEqualityComparer.Instance);
-        long minTargetId = wrt.Length == 0 ? long.MaxValue : wrt.Min(t => t.Node.Id);
-        var (order, reaches) = TopologicalOrder(output.Node, targets, minTargetId);
+        var (order, reaches) = TopologicalOrder(output.Node, targets);
 
         var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance) { [output.Node] = seed.Cast(output.DType) };
         for (int i = order.Count - 1; i >= 0; i--)
@@ -56,7 +55,7 @@ public static class Autograd
     /// Nodes between the output and the targets, in topological order. Also records which nodes depend on a
     /// target, so gradients are built only where they can be non-zero.
     /// </summary>
-    private static (List<Node> Order, HashSet<Node> Reaches) TopologicalOrder(Node output, HashSet<Node> targets, long minTargetId)
+    private static (List<Node> Order, HashSet<Node> Reaches) TopologicalOrder(Node output, HashSet<Node> targets)
     {
         var reaches = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
@@ -75,10 +74,6 @@ public static class Autograd
                 continue;
             }
             if (targets.Contains(n) || ins.Any(reaches.Contains)) reaches.Add(n);
-            else if (n.IsRealised && n.WasComputed && n.Id > minTargetId && !targets.Contains(n))
-                throw new InvalidOperationException(
-                    $"grad: {n} was evaluated before its gradient was built, so its history is gone and gradients cannot flow " +
-                    "through it; build gradients (Autograd.Grad / ValueAndGrad) before evaluating intermediate tensors");
             order.Add(n);
         }
         return (order, reaches);

@@ -7,7 +7,7 @@ namespace Kiln.Runtime;
 internal sealed class Schedule
 {
     public required Node[] Nodes;          // topological order
-    public required Node[][] InputNodes;   // inputs as seen when scheduled (a concurrent Eval may realise them later)
+    public required Node[][] InputNodes;
     public required int[][] Inputs;        // index into Nodes, or -1 for an input that already has a value
     public required int[] Consumers;       // edges from later nodes in this schedule
     public required bool[] Keep;           // requested outputs: published into their nodes

@@ -24,7 +24,7 @@ public static class Ops
     public static Tensor Pow(Tensor a, double b) => Binary(OpTable.Pow, a, a.ScalarLike(b));
     public static Tensor Maximum(Tensor a, Tensor b) => Binary(OpTable.Maximum, a, b);
     public static Tensor Minimum(Tensor a, Tensor b) => Binary(OpTable.Minimum, a, b);
-    public static Tensor MatMul(Tensor a, Tensor b) => Binary(OpTable.MatMul, a, b);
+    public static Tensor MatMul(Tensor a, Tensor b) => a.MatMul(b);
     public static Tensor Eq(Tensor a, Tensor b) => Binary(OpTable.Eq, a, b);
     public static Tensor Ne(Tensor a, Tensor b) => Binary(OpTable.Ne, a, b);
     public static Tensor Lt(Tensor a, Tensor b) => Binary(OpTable.Lt, a, b);

@@ -32,7 +32,18 @@ public sealed partial class Tensor
     public Tensor Sub(Tensor other) => Ops.Binary(OpTable.Sub, this, other);
     public Tensor Mul(Tensor other) => Ops.Binary(OpTable.Mul, this, other);
     public Tensor Div(Tensor other) => Ops.Binary(OpTable.Div, this, other);
-    public Tensor MatMul(Tensor other) => Ops.Binary(OpTable.MatMul, this, other);
+    /// <summary>Matrix product with NumPy rules: batch axes broadcast; a 1-D operand is a row (left) or column (right) vector.</summary>
+    public Tensor MatMul(Tensor other)
+    {
+        if (Rank == 0 || other.Rank == 0)
+            throw new ArgumentException($"matmul: operands must have at least 1 axis, got shapes {Shapes.Format(ShapeArray)} and {Shapes.Format(other.ShapeArray)}");
+        var a = Rank == 1 ? Unsqueeze(0) : this;
+        var b = other.Rank == 1 ? other.Unsqueeze(-1) : other;
+        var r = Ops.Binary(OpTable.MatMul, a, b);
+        if (other.Rank == 1) r = r.Squeeze(-1);
+        if (Rank == 1) r = r.Squeeze(-1 - (other.Rank == 1 ? 0 : 1));
+        return r;
+    }
 
     public static Tensor operator +(Tensor a, Tensor b) => a.Add(b);
     public static Tensor operator -(Tensor a, Tensor b) => a.Sub(b);
