@@ -1,0 +1,67 @@
+// The benchmark rows: each builds its graph from realised inputs and evaluates it, the way a user calls
+// Kiln (graph building and host work included in the time).
+using System.Diagnostics;
+using Kiln;
+
+namespace Kiln.Bench;
+
+public sealed record RowResult(string Name, string Shape, double Us, string Unit, double Rate);
+
+public sealed record Row(string Name, string Shape, Func<Func<Tensor>> Setup, double Work, string Unit)
+{
+    /// <summary>Warm-up, then the median of samples; short ops are batched so a sample lasts ≥ 2 ms.</summary>
+    public RowResult Measure(double targetSeconds = 2.0)
+    {
+        var run = Setup();
+        var sw = Stopwatch.StartNew();
+        int calls = 0;
+        while (calls < 3 || sw.Elapsed.TotalSeconds < 0.2) { run().Eval(); calls++; }
+        double per = sw.Elapsed.TotalSeconds / calls;
+        int inner = Math.Max(1, (int)(0.002 / per));
+        int samples = Math.Clamp((int)(targetSeconds / (per * inner)), 7, 301);
+        var times = new double[samples];
+        for (int s = 0; s < samples; s++)
+        {
+            sw.Restart();
+            for (int i = 0; i < inner; i++) run().Eval();
+            times[s] = sw.Elapsed.TotalSeconds / inner;
+        }
+        Array.Sort(times);
+        double t = times[samples / 2];
+        return new RowResult(Name, Shape, t * 1e6, Unit, Work / t / 1e9);
+    }
+}
+
+public static class CpuRows
+{
+    public static IEnumerable<Row> All()
+    {
+        foreach (int n in new[] { 256, 512, 1024, 2048 })
+            yield return new Row($"gemm_{n}", $"{n}x{n}x{n}", () =>
+            {
+                var a = Tensor.RandomNormal([n, n], seed: 1); var b = Tensor.RandomNormal([n, n], seed: 2);
+                return () => a.MatMul(b);
+            }, 2.0 * n * n * n, "GFLOP/s");
+        foreach (var s in new[] { new[] { 1, 128, 1024 }, new[] { 4, 512, 4096 } })
+        {
+            string shape = string.Join("x", s);
+            double bytes = 2.0 * s[0] * s[1] * s[2] * 4;
+            yield return new Row($"softmax_{shape}", shape, () => { var x = Tensor.RandomNormal(s, 1); return () => x.Softmax(-1); }, bytes, "GB/s");
+            yield return new Row($"rmsnorm_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1); var w = Tensor.RandomNormal([s[2]], 2);
+                return () => Ops.RmsNorm(x, w, 1e-6);
+            }, bytes, "GB/s");
+            yield return new Row($"layernorm_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1); var w = Tensor.RandomNormal([s[2]], 2); var b = Tensor.RandomNormal([s[2]], 3);
+                return () => Ops.LayerNorm(x, w, b, 1e-5);
+            }, bytes, "GB/s");
+        }
+        yield return new Row("eltwise_chain_4x512x4096", "4x512x4096", () =>
+        {
+            var x = Tensor.RandomNormal([4, 512, 4096], 1);
+            return () => ((x * 1.5 + 0.5).Tanh() * x).Sigmoid() - x * 0.25;
+        }, 2.0 * 4 * 512 * 4096 * 4, "GB/s");
+    }
+}

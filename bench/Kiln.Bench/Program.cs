@@ -1,0 +1,39 @@
+// Kiln's CPU benchmarks. `table` times every row with a median-of-N harness (the same method as the
+// PyTorch peer script), runs itself again with KILN_THREADS=1 for the "optimization off" column, reads the
+// peer's JSON and prints the markdown table for docs/benchmarks.md. Anything else goes to BenchmarkDotNet.
+using System.Diagnostics;
+using System.Text.Json;
+using BenchmarkDotNet.Running;
+using Kiln.Bench;
+
+if (args.Length > 0 && args[0] == "rows")
+{
+    var rows = CpuRows.All().Select(r => r.Measure()).ToList();
+    string json = JsonSerializer.Serialize(rows);
+    if (args.Length > 2 && args[1] == "--json") File.WriteAllText(args[2], json); else Console.WriteLine(json);
+    return 0;
+}
+if (args.Length > 0 && args[0] == "table")
+{
+    string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
+    var fast = CpuRows.All().Select(r => r.Measure()).ToList();
+    var single = RunChild("KILN_THREADS", "1");
+    Console.WriteLine(Report.Markdown(fast, single, peer is null ? null : Report.LoadPeer(peer)));
+    return 0;
+}
+BenchmarkSwitcher.FromAssembly(typeof(CpuRows).Assembly).Run(args);
+return 0;
+
+static List<RowResult> RunChild(string env, string value)
+{
+    string tmp = Path.GetTempFileName();
+    var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
+    foreach (var a in Environment.GetCommandLineArgs().Skip(1).TakeWhile(a => a != "table")) psi.ArgumentList.Add(a);
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.ArgumentList.Add(typeof(CpuRows).Assembly.Location);
+    psi.ArgumentList.Add("rows"); psi.ArgumentList.Add("--json"); psi.ArgumentList.Add(tmp);
+    psi.Environment[env] = value;
+    using var p = Process.Start(psi)!;
+    p.WaitForExit();
+    if (p.ExitCode != 0) throw new InvalidOperationException($"child benchmark run ({env}={value}) failed with exit code {p.ExitCode}");
+    return JsonSerializer.Deserialize<List<RowResult>>(File.ReadAllText(tmp))!;
+}
