@@ -6,17 +6,21 @@ using System.Text.Json;
 using BenchmarkDotNet.Running;
 using Kiln.Bench;
 
+string? filter = args.SkipWhile(a => a != "--filter").Skip(1).FirstOrDefault();
+IEnumerable<Row> Selected() => CpuRows.All().Where(r => filter is null || r.Name.Contains(filter));
+
 if (args.Length > 0 && args[0] == "rows")
 {
-    var rows = CpuRows.All().Select(r => r.Measure()).ToList();
+    var rows = Selected().Select(r => r.Measure()).ToList();
     string json = JsonSerializer.Serialize(rows);
-    if (args.Length > 2 && args[1] == "--json") File.WriteAllText(args[2], json); else Console.WriteLine(json);
+    string? jsonPath = args.SkipWhile(a => a != "--json").Skip(1).FirstOrDefault();
+    if (jsonPath is not null) File.WriteAllText(jsonPath, json); else Console.WriteLine(json);
     return 0;
 }
 if (args.Length > 0 && args[0] == "table")
 {
     string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
-    var fast = CpuRows.All().Select(r => r.Measure()).ToList();
+    var fast = Selected().Select(r => r.Measure()).ToList();
     var single = RunChild("KILN_THREADS", "1");
     Console.WriteLine(Report.Markdown(fast, single, peer is null ? null : Report.LoadPeer(peer)));
     return 0;
@@ -31,6 +35,7 @@ static List<RowResult> RunChild(string env, string value)
     foreach (var a in Environment.GetCommandLineArgs().Skip(1).TakeWhile(a => a != "table")) psi.ArgumentList.Add(a);
     if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.ArgumentList.Add(typeof(CpuRows).Assembly.Location);
     psi.ArgumentList.Add("rows"); psi.ArgumentList.Add("--json"); psi.ArgumentList.Add(tmp);
+    if (filter is not null) { psi.ArgumentList.Add("--filter"); psi.ArgumentList.Add(filter); }
     psi.Environment[env] = value;
     using var p = Process.Start(psi)!;
     p.WaitForExit();

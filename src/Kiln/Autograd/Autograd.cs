@@ -17,11 +17,15 @@ public static class Autograd
     }
 
     /// <summary>Lazy d(output)/d(wrt) for a one-element output; zeros for a parameter it does not depend on.</summary>
-    public static Tensor[] Grad(Tensor output, params Tensor[] wrt) =>
-        Grad(output, Tensor.OnesLike(output), wrt);
+    public static Tensor[] Grad(Tensor output, params Tensor[] wrt)
+    {
+        if (output.Numel != 1)
+            throw new ArgumentException($"grad: output of shape {Shapes.Format(output.ShapeArray)} is not a scalar; use Vjp(output, seed, wrt) with a seed of that shape");
+        return Vjp(output, Tensor.OnesLike(output), wrt);
+    }
 
     /// <summary>Vector-Jacobian product: the gradient flowing back from <paramref name="seed"/> (shaped like output).</summary>
-    public static Tensor[] Grad(Tensor output, Tensor seed, params Tensor[] wrt)
+    public static Tensor[] Vjp(Tensor output, Tensor seed, Tensor[] wrt)
     {
         if (!Shapes.Equal(seed.ShapeArray, output.ShapeArray))
             throw new ArgumentException($"grad: seed shape {Shapes.Format(seed.ShapeArray)} must equal output shape {Shapes.Format(output.ShapeArray)}");

@@ -25,6 +25,7 @@ internal static class Elementwise
         var b = BufferPool.Rent(x.DType, x.Numel);
         var o = Realised.Contiguous(b, x.Shape);
         long n = x.Numel;
+        if (n == 0) return o;   // some span maps (TensorPrimitives.Sigmoid) reject empty spans
         int threads = Par.ThreadsFor(n);
         switch (x.DType)
         {

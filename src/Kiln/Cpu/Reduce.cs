@@ -34,17 +34,36 @@ internal static class Reduce
         {
             case DType.Float32: Par.For(outer, threads, (s, e) => Rows<float>(rows, o, s, e, inner, kind, correction)); break;
             case DType.Float64: Par.For(outer, threads, (s, e) => Rows<double>(rows, o, s, e, inner, kind, correction)); break;
-            case DType.Int32 when kind is ReduceKind.Sum: IntSum<int>(rows, o, outer, inner); break;
-            case DType.Int64 when kind is ReduceKind.Sum: IntSum<long>(rows, o, outer, inner); break;
+            case DType.Int32 when kind is ReduceKind.Sum or ReduceKind.Max or ReduceKind.Min or ReduceKind.ArgMax or ReduceKind.ArgMin:
+                IntRows<int>(rows, o, outer, inner, kind); break;
+            case DType.Int64 when kind is ReduceKind.Sum or ReduceKind.Max or ReduceKind.Min or ReduceKind.ArgMax or ReduceKind.ArgMin:
+                IntRows<long>(rows, o, outer, inner, kind); break;
             default: throw new NotSupportedException($"reduction {kind}: dtype {x.DType.ShortName()} has no CPU kernel");
         }
         return o;
     }
 
-    private static void IntSum<T>(Realised rows, Realised o, long outer, int inner) where T : unmanaged, INumber<T>
+    private static void IntRows<T>(Realised rows, Realised o, long outer, int inner, ReduceKind kind) where T : unmanaged, INumber<T>
     {
-        var src = rows.Span<T>(); var dst = o.Span<T>();
-        for (long r = 0; r < outer; r++) dst[(int)r] = TensorPrimitives.Sum<T>(src.Slice((int)(r * inner), inner));
+        var src = rows.Span<T>();
+        for (long r = 0; r < outer; r++)
+        {
+            var row = src.Slice((int)(r * inner), inner);
+            switch (kind)
+            {
+                case ReduceKind.Sum: o.Span<T>()[(int)r] = TensorPrimitives.Sum<T>(row); break;
+                case ReduceKind.Max: o.Span<T>()[(int)r] = TensorPrimitives.Max<T>(row); break;
+                case ReduceKind.Min: o.Span<T>()[(int)r] = TensorPrimitives.Min<T>(row); break;
+                default:
+                {
+                    int best = 0;
+                    for (int i = 1; i < row.Length; i++)
+                        if (kind == ReduceKind.ArgMax ? row[i] > row[best] : row[i] < row[best]) best = i;
+                    o.Span<long>()[(int)r] = best;
+                    break;
+                }
+            }
+        }
     }
 
     private static void Rows<T>(Realised rows, Realised o, long start, long end, int inner, ReduceKind kind, int correction)

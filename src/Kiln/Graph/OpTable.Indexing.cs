@@ -39,6 +39,7 @@ public static partial class OpTable
         {
             ShapeRules.RequireInteger("gather", i[1], "index");
             if (i[1].Shape.Length != i[0].Shape.Length) throw ShapeRules.Error("gather", "index must have the same rank as x", i);
+            IndexWithinInput("gather", i, ((IntAttrs)a!).Value);
             return (i[1].Shape, i[0].DType);
         },
         (x, n) => Indexing.Gather(x[0], x[1], ((IntAttrs)n.Attrs!).Value),
@@ -51,10 +52,19 @@ public static partial class OpTable
             ShapeRules.RequireSameDType("scatter_add", i[0], i[2]);
             if (i[1].Shape.Length != i[0].Shape.Length || !Shapes.Equal(i[1].Shape, i[2].Shape))
                 throw ShapeRules.Error("scatter_add", "index and source must have the same shape and x's rank", i);
+            IndexWithinInput("scatter_add", i, ((IntAttrs)a!).Value);
             return (i[0].Shape, i[0].DType);
         },
         (x, n) => Indexing.ScatterAdd(x[0], x[1], x[2], ((IntAttrs)n.Attrs!).Value),
         c => [c.Upstream, null, Ops.Gather(c.Upstream, c.Attrs<IntAttrs>().Value, c.Inputs[1])]);
+
+    /// <summary>As in PyTorch: outside the indexed axis the index may not be larger than x.</summary>
+    private static void IndexWithinInput(string op, Node[] i, int axis)
+    {
+        for (int d = 0; d < i[0].Shape.Length; d++)
+            if (d != axis && i[1].Shape[d] > i[0].Shape[d])
+                throw ShapeRules.Error(op, $"index size {i[1].Shape[d]} on axis {d} exceeds x's size {i[0].Shape[d]} (only axis {axis} is indexed)", i);
+    }
 
     // ---------------- layout ----------------
     public static readonly OpDef Concat = new("concat", -1, FusionClass.Opaque,

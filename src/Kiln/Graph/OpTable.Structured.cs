@@ -8,17 +8,17 @@ public static partial class OpTable
 {
     // ---------------- reductions ----------------
     private static OpDef Reduction(string name, ReduceKind kind, GradRule? grad, bool floatOnly = true) =>
-        new(name, 1, FusionClass.Reduction, (i, a) => ShapeRules.Reduction(name, i, a, floatOnly),
+        new(name, 1, FusionClass.Reduction, (i, a) => ShapeRules.Reduction(name, i, a, floatOnly, needsElements: kind is ReduceKind.Max or ReduceKind.Min),
             (x, n) => Reduce.Run(x[0], ((AxesAttrs)n.Attrs!).Axes, n.Shape, kind), grad);
 
     public static readonly OpDef Sum = Reduction("sum", ReduceKind.Sum, c => [Expand(c, c.Upstream)], floatOnly: false);
     public static readonly OpDef Mean = Reduction("mean", ReduceKind.Mean, c => [Expand(c, c.Upstream) / (double)ReducedCount(c)]);
-    public static readonly OpDef Max = Reduction("max", ReduceKind.Max, ExtremumGrad);
-    public static readonly OpDef Min = Reduction("min", ReduceKind.Min, ExtremumGrad);
+    public static readonly OpDef Max = Reduction("max", ReduceKind.Max, ExtremumGrad, floatOnly: false);
+    public static readonly OpDef Min = Reduction("min", ReduceKind.Min, ExtremumGrad, floatOnly: false);
     public static readonly OpDef LogSumExp = Reduction("logsumexp", ReduceKind.LogSumExp,
         c => [Expand(c, c.Upstream) * (c.Inputs[0] - Expand(c, c.Output)).Exp()]);
     public static readonly OpDef ArgMax = new("argmax", 1, FusionClass.Reduction,
-        (i, a) => { var (s, _) = ShapeRules.Reduction("argmax", i, a); return (s, DType.Int64); },
+        (i, a) => { var (s, _) = ShapeRules.Reduction("argmax", i, a, floatOnly: false, needsElements: true); return (s, DType.Int64); },
         (x, n) => Reduce.Run(x[0], ((AxesAttrs)n.Attrs!).Axes, n.Shape, ReduceKind.ArgMax), null);
     public static readonly OpDef Var = new("var", 1, FusionClass.Reduction, (i, a) => ShapeRules.Reduction("var", i, a),
         (x, n) => { var a = (VarAttrs)n.Attrs!; return Reduce.Run(x[0], a.Axes, n.Shape, ReduceKind.Var, a.Correction); },

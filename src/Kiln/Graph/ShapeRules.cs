@@ -56,12 +56,13 @@ internal static class ShapeRules
         return r.ToArray();
     }
 
-    public static (int[], DType) Reduction(string op, Node[] i, IOpAttrs? attrs, bool floatOnly = true)
+    public static (int[], DType) Reduction(string op, Node[] i, IOpAttrs? attrs, bool floatOnly = true, bool needsElements = false)
     {
         var (axes, keep) = attrs switch { AxesAttrs a => (a.Axes, a.KeepDim), VarAttrs v => (v.Axes, v.KeepDim), _ => throw new InvalidOperationException() };
         if (floatOnly) RequireFloat(op, i[0]);
         foreach (int a in axes)
             if (a < 0 || a >= i[0].Shape.Length) throw Error(op, $"axis {a} is out of range for rank {i[0].Shape.Length}", i);
+            else if (needsElements && i[0].Shape[a] == 0) throw Error(op, $"cannot reduce over axis {a} of size 0 (there is no maximum/minimum of nothing)", i);
         return (Reduced(i[0].Shape, axes, keep), i[0].DType);
     }
 

@@ -21,33 +21,50 @@ internal static class Evaluator
         var sw = Settings.Log.Contains("eval") ? Stopwatch.StartNew() : null;
         var plan = Schedule.Build(outputs);
         var vals = new Realised?[plan.Nodes.Length];
+        var borrowed = new bool[plan.Nodes.Length];   // value published by a concurrent Eval: not ours to release
         var remaining = (int[])plan.Consumers.Clone();
         bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1;
         foreach (var level in plan.Levels)
         {
             if (parallel && level.Length > 1)
-                System.Threading.Tasks.Parallel.ForEach(level, new ParallelOptions { MaxDegreeOfParallelism = Settings.Threads },
-                    i => vals[i] = Run(plan, i, vals));
+            {
+                try
+                {
+                    System.Threading.Tasks.Parallel.ForEach(level, new ParallelOptions { MaxDegreeOfParallelism = Settings.Threads },
+                        i => vals[i] = Run(plan, i, vals, borrowed));
+                }
+                catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+                {
+                    // Surface the kernel's own error (op, index, shape), not the thread pool's wrapper.
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+            }
             else
-                foreach (int i in level) vals[i] = Run(plan, i, vals);
+                foreach (int i in level) vals[i] = Run(plan, i, vals, borrowed);
 
             // Release what this level consumed last (bookkeeping after the level, so no thread races a reader).
             foreach (int i in level)
             {
                 foreach (int j in plan.Inputs[i])
-                    if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j]) Release(vals[j]!);
-                if (plan.Keep[i]) vals[i] = plan.Nodes[i].Publish(vals[i]!);
-                else if (remaining[i] == 0) Release(vals[i]!);
+                    if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j] && !borrowed[j]) Release(vals[j]!);
+                if (plan.Keep[i])
+                {
+                    var won = plan.Nodes[i].Publish(vals[i]!);
+                    if (!ReferenceEquals(won, vals[i]) && !borrowed[i] && remaining[i] == 0) Release(vals[i]!);
+                    vals[i] = won;
+                    borrowed[i] = true;   // the node owns it now
+                }
+                else if (remaining[i] == 0 && !borrowed[i]) Release(vals[i]!);
             }
         }
         if (sw is not null)
             Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} nodes in {plan.Levels.Length} levels, {sw.Elapsed.TotalMicroseconds:F0} µs");
     }
 
-    private static Realised Run(Schedule plan, int i, Realised?[] vals)
+    private static Realised Run(Schedule plan, int i, Realised?[] vals, bool[] borrowed)
     {
         var node = plan.Nodes[i];
-        if (node.Value is { } done) return done;   // another thread's Eval got there first
+        if (node.Value is { } done) { borrowed[i] = true; return done; }   // another thread's Eval got there first
         var ins = plan.InputNodes[i];
         var inputs = new Realised[ins.Length];
         for (int k = 0; k < ins.Length; k++)

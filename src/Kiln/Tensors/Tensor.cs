@@ -6,48 +6,50 @@ namespace Kiln;
 
 public sealed partial class Tensor : IDisposable
 {
-    private Node? _node;
+    private readonly Node _node;
+    private bool _disposed;
 
-    internal Tensor(Node node)
-    {
-        _node = node;
-    }
+    internal Tensor(Node node) => _node = node;
 
     /// <summary>The graph node behind this handle; throws after Dispose.</summary>
-    public Node Node => _node ?? throw new ObjectDisposedException(nameof(Tensor), "this tensor was disposed; it can no longer be used");
+    public Node Node => _disposed ? throw Disposed("Node") : _node;
 
-    public IReadOnlyList<int> Shape => Node.Shape;
-    internal int[] ShapeArray => Node.Shape;
-    public int Rank => Node.Shape.Length;
-    public long Numel => Shapes.Numel(Node.Shape);
-    public DType DType => Node.DType;
-    public Device Device => Node.Device;
-    public bool IsRealised => Node.IsRealised;
-    public bool IsDisposed => _node is null;
+    /// <summary>The node for building an op named <paramref name="op"/>; after Dispose the error names that op.</summary>
+    internal Node NodeFor(string op) => _disposed ? throw Disposed(op) : _node;
+
+    private ObjectDisposedException Disposed(string op) =>
+        new(nameof(Tensor), $"{op}: the tensor {Shapes.Format(_node.Shape)} {_node.DType.ShortName()} was disposed and can no longer be used");
+
+    // Metadata stays readable after Dispose, so that the first op touching a disposed tensor can name itself.
+    public IReadOnlyList<int> Shape => _node.Shape;
+    internal int[] ShapeArray => _node.Shape;
+    public int Rank => _node.Shape.Length;
+    public long Numel => Shapes.Numel(_node.Shape);
+    public DType DType => _node.DType;
+    public Device Device => _node.Device;
+    public bool IsRealised => _node.IsRealised;
+    public bool IsDisposed => _disposed;
 
     /// <summary>Size of one axis (negative axes count from the end).</summary>
     public int Dim(int axis) => Node.Shape[Shapes.Axis(axis, Rank, "Dim")];
 
-    public void Dispose()
-    {
-        // The node (and its value) lives on while other graphs use it; the GC reclaims it after that.
-        _node = null;
-    }
+    /// <summary>Marks the handle unusable. The node (and its value) lives on while other graphs use it.</summary>
+    public void Dispose() => _disposed = true;
 
-    public override string ToString() => _node is null ? "Tensor(disposed)" : $"Tensor{Shapes.Format(Node.Shape)} {DType.ShortName()} {Device}";
+    public override string ToString() => $"Tensor{Shapes.Format(_node.Shape)} {DType.ShortName()} {Device}{(_disposed ? " (disposed)" : "")}";
 
     // ---------- evaluation ----------
 
     /// <summary>Evaluates this tensor (and what it needs) now; returns it for chaining.</summary>
-    public Tensor Eval() { Evaluator.Evaluate([Node]); return this; }
+    public Tensor Eval() { Evaluator.Evaluate([NodeFor("Eval")]); return this; }
 
     /// <summary>Evaluates several tensors as one graph, so shared work runs once and independent work in parallel.</summary>
-    public static void Eval(params Tensor[] tensors) => Evaluator.Evaluate(tensors.Select(t => t.Node).ToArray());
+    public static void Eval(params Tensor[] tensors) => Evaluator.Evaluate(tensors.Select(t => t.NodeFor("Eval")).ToArray());
 
     /// <summary>The values, row-major, converted to <typeparamref name="T"/>.</summary>
     public T[] ToArray<T>() where T : unmanaged
     {
-        var node = Node;
+        var node = NodeFor("ToArray");
         Evaluator.Evaluate([node]);
         return DataReader.Read<T>(node.Value!);
     }
@@ -62,7 +64,7 @@ public sealed partial class Tensor : IDisposable
     /// <summary>A leaf tensor with this tensor's value and no history (gradients stop here).</summary>
     public Tensor Detach()
     {
-        var n = Node;
+        var n = NodeFor("Detach");
         Evaluator.Evaluate([n]);
         return new Tensor(new Node(OpTable.Constant, [], new LeafAttrs("detached"), n.Shape, n.DType, n.Device, n.Value));
     }
@@ -74,7 +76,9 @@ public sealed partial class Tensor : IDisposable
         var nodes = new Node[inputs.Length];
         for (int i = 0; i < inputs.Length; i++)
         {
-            nodes[i] = inputs[i]._node ?? throw new ObjectDisposedException(nameof(Tensor), $"{op.Name}: input {i} was disposed");
+            if (inputs[i]._disposed)
+                throw new ObjectDisposedException(nameof(Tensor), $"{op.Name}: input {i} ({Shapes.Format(inputs[i]._node.Shape)} {inputs[i]._node.DType.ShortName()}) was disposed and can no longer be used");
+            nodes[i] = inputs[i]._node;
             if (i > 0 && !nodes[i].Device.Equals(nodes[0].Device))
                 throw new ArgumentException($"{op.Name}: inputs are on different devices ({nodes[0].Device} and {nodes[i].Device}, input {i}); move them to one device first");
         }

@@ -22,7 +22,7 @@ public class ReferenceConformanceTests
         Close.AssertAll(c.Output.Data, y.ToArray<double>(), tol, $"{c} forward ({dtype.ShortName()})");
         if (c.Grads is null || c.Upstream is null) return;
         var differentiable = Enumerable.Range(0, inputs.Length).Where(i => c.Grads[i] is not null).ToArray();
-        var grads = Autograd.Grad(y, c.Upstream.ToTensor(dtype), differentiable.Select(i => inputs[i]).ToArray());
+        var grads = Autograd.Vjp(y, c.Upstream.ToTensor(dtype), differentiable.Select(i => inputs[i]).ToArray());
         Tensor.Eval(grads);
         for (int k = 0; k < differentiable.Length; k++)
         {

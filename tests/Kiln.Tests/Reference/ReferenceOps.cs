@@ -2,6 +2,8 @@
 // between PyTorch's numbers and Kiln's ops, so it stays literal.
 namespace Kiln.Tests.Reference;
 
+using Ops = Kiln.Ops;   // the Kiln.Tests.Ops test namespace would otherwise shadow Kiln.Ops here
+
 public static class ReferenceOps
 {
     public static Tensor Build(RefCase c, Tensor[] x)
