@@ -28,7 +28,7 @@ if (args.Length > 0 && args[0] == "table")
 BenchmarkSwitcher.FromAssembly(typeof(CpuRows).Assembly).Run(args);
 return 0;
 
-static List<RowResult> RunChild(string env, string value)
+List<RowResult> RunChild(string env, string value)
 {
     string tmp = Path.GetTempFileName();
     var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
