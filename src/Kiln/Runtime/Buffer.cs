@@ -12,7 +12,20 @@ internal sealed class Buffer
 
     public Buffer(DType dtype, Array data, long length) { DType = dtype; Data = data; Length = length; }
 
-    public static Array NewArray(DType dtype, long length) => dtype switch
+    /// <summary>A new array; <paramref name="zeroed"/> false skips clearing (kernels overwrite every element).</summary>
+    public static Array NewArray(DType dtype, long length, bool zeroed = true) => zeroed ? Zeroed(dtype, length) : dtype switch
+    {
+        DType.Float32 => GC.AllocateUninitializedArray<float>((int)length),
+        DType.Float64 => GC.AllocateUninitializedArray<double>((int)length),
+        DType.BFloat16 => GC.AllocateUninitializedArray<BFloat16>((int)length),
+        DType.Float16 => GC.AllocateUninitializedArray<Half>((int)length),
+        DType.Int32 => GC.AllocateUninitializedArray<int>((int)length),
+        DType.Int64 => GC.AllocateUninitializedArray<long>((int)length),
+        DType.Bool => GC.AllocateUninitializedArray<bool>((int)length),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
+    };
+
+    private static Array Zeroed(DType dtype, long length) => dtype switch
     {
         DType.Float32 => new float[length],
         DType.Float64 => new double[length],

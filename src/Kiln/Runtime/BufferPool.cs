@@ -36,7 +36,7 @@ internal static class BufferPool
         }
         Interlocked.Increment(ref _misses);
         long cap = c < Classes ? 1L << c : length;
-        return new Buffer(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1)), length);
+        return new Buffer(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false), length);
     }
 
     public static Buffer RentZeroed(DType dtype, long length)
