@@ -10,7 +10,22 @@ internal sealed class Buffer
     public readonly long Length;  // elements in use (the array may be longer: pooled size classes)
     internal int Users;           // live Realised views of this buffer inside an Eval; 0 after release -> pool
 
+    /// <summary>Set for pooled buffers large enough to live on the LOH: returns the array when this buffer dies.</summary>
+    internal Reclaimer? Reclaim;
+
     public Buffer(DType dtype, Array data, long length) { DType = dtype; Data = data; Length = length; }
+
+    /// <summary>
+    /// Published values (kept by their nodes) are never released explicitly; when their graph becomes garbage
+    /// the array would wait for a gen-2 collection (it is on the large-object heap). This small finalizable
+    /// companion dies with the Buffer in a cheap gen-0 collection and hands the array back to the pool.
+    /// </summary>
+    internal sealed class Reclaimer(DType dtype, Array data)
+    {
+        private int _done;
+        public bool Disarm() => Interlocked.Exchange(ref _done, 1) == 0;
+        ~Reclaimer() { if (Disarm()) BufferPool.ReturnArray(dtype, data); }
+    }
 
     /// <summary>A new array; <paramref name="zeroed"/> false skips clearing (kernels overwrite every element).</summary>
     public static Array NewArray(DType dtype, long length, bool zeroed = true) => zeroed ? Zeroed(dtype, length) : dtype switch

@@ -1,5 +1,12 @@
 // A process-wide cache of released CPU buffers in power-of-two size classes, so that intermediates of one
-// Eval become the storage of the next instead of garbage. Lock-free bags per (dtype, class).
+// Eval become the storage of the next instead of garbage. Lock-free bags per (dtype, class), capped in bytes.
+//
+// Why the GC nudge: values that Eval publishes into nodes are never released explicitly; when the user drops
+// them they wait for the GC. Large arrays live on the large-object heap, which is only collected in gen-2,
+// and every fresh large array costs page faults on first touch (hundreds of µs for a few MB). So large
+// buffers carry a finalizable Reclaimer that returns the array here when the buffer dies, and after a
+// budget of fresh large allocations the pool asks for a cheap gen-0 collection, which is what lets those
+// reclaimers run.
 using System.Collections.Concurrent;
 
 namespace Kiln.Runtime;
@@ -7,13 +14,17 @@ namespace Kiln.Runtime;
 internal static class BufferPool
 {
     private const int Classes = 40;
-    private const int MaxPerClass = 16;
+    private const long MaxPooledBytes = 1L << 30;          // never hold more than 1 GiB of idle buffers
+    private const long LargeBytes = 85_000;                // the runtime's large-object threshold
+    private const long FreshLargeBudget = 8L << 20;        // fresh large bytes between gen-0 nudges
+
     private static readonly ConcurrentBag<Array>[,] Bags = CreateBags();
-    private static long _hits, _misses, _returns;
+    private static long _hits, _misses, _returns, _pooledBytes, _freshLarge;
 
     public static long Hits => Interlocked.Read(ref _hits);
     public static long Misses => Interlocked.Read(ref _misses);
     public static long Returns => Interlocked.Read(ref _returns);
+    public static long PooledBytes => Interlocked.Read(ref _pooledBytes);
 
     private static ConcurrentBag<Array>[,] CreateBags()
     {
@@ -32,27 +43,44 @@ internal static class BufferPool
         if (c < Classes && Bags[(int)dtype, c].TryTake(out var arr))
         {
             Interlocked.Increment(ref _hits);
-            return new Buffer(dtype, arr, length);
+            Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
+            return Wrap(dtype, arr, length);
         }
         Interlocked.Increment(ref _misses);
         long cap = c < Classes ? 1L << c : length;
-        return new Buffer(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false), length);
+        var fresh = Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false);
+        long bytes = Bytes(dtype, fresh);
+        if (bytes >= LargeBytes && Interlocked.Add(ref _freshLarge, bytes) > FreshLargeBudget)
+        {
+            Interlocked.Exchange(ref _freshLarge, 0);
+            GC.Collect(0, GCCollectionMode.Forced, blocking: false);
+        }
+        return Wrap(dtype, fresh, length);
     }
 
-    public static Buffer RentZeroed(DType dtype, long length)
+    private static long Bytes(DType dtype, Array a) => a.LongLength * dtype.SizeInBytes();
+
+    private static Buffer Wrap(DType dtype, Array arr, long length)
     {
-        var b = Rent(dtype, length);
-        System.Array.Clear(b.Data, 0, (int)length);
+        var b = new Buffer(dtype, arr, length);
+        if (Bytes(dtype, arr) >= LargeBytes) b.Reclaim = new Buffer.Reclaimer(dtype, arr);
         return b;
     }
 
+    /// <summary>Returns a buffer nothing uses any more (the caller guarantees no live view remains).</summary>
     public static void Return(Buffer b)
     {
-        int c = ClassOf(b.Data.LongLength);
-        if (c >= Classes || b.Data.LongLength != (1L << c)) return;
-        var bag = Bags[(int)b.DType, c];
-        if (bag.Count >= MaxPerClass) return;
-        bag.Add(b.Data);
+        if (b.Reclaim is { } r && !r.Disarm()) return;   // already reclaimed
+        ReturnArray(b.DType, b.Data);
+    }
+
+    internal static void ReturnArray(DType dtype, Array data)
+    {
+        int c = ClassOf(data.LongLength);
+        if (c >= Classes || data.LongLength != (1L << c)) return;
+        long bytes = Bytes(dtype, data);
+        if (Interlocked.Add(ref _pooledBytes, bytes) > MaxPooledBytes) { Interlocked.Add(ref _pooledBytes, -bytes); return; }
+        Bags[(int)dtype, c].Add(data);
         Interlocked.Increment(ref _returns);
     }
 }
