@@ -3,9 +3,9 @@
 //
 // Why the GC nudge: values that Eval publishes into nodes are never released explicitly; when the user drops
 // them they wait for the GC. Large arrays live on the large-object heap, which is only collected in gen-2,
-// and every fresh large array costs page faults on first touch (hundreds of µs for a few MB). So large
+// and every fresh large array costs page faults on first touch (about 25 ms for 32 MB here). So large
 // buffers carry a finalizable Reclaimer that returns the array here when the buffer dies, and after a
-// budget of fresh large allocations the pool asks for a cheap gen-0 collection, which is what lets those
+// budget of fresh large allocations the pool asks for a cheap gen-1 collection, which is what lets those
 // reclaimers run.
 using System.Collections.Concurrent;
 
@@ -46,16 +46,23 @@ internal static class BufferPool
             Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
             return Wrap(dtype, arr, length);
         }
-        Interlocked.Increment(ref _misses);
         long cap = c < Classes ? 1L << c : length;
-        var fresh = Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false);
-        long bytes = Bytes(dtype, fresh);
-        if (bytes >= LargeBytes && Interlocked.Add(ref _freshLarge, bytes) > FreshLargeBudget)
+        long bytes = cap * dtype.SizeInBytes();
+        if (bytes >= LargeBytes && c < Classes && Interlocked.Add(ref _freshLarge, bytes) > FreshLargeBudget)
         {
+            // Let dead published buffers come back before paying for fresh pages.
             Interlocked.Exchange(ref _freshLarge, 0);
-            GC.Collect(0, GCCollectionMode.Forced, blocking: false);
+            GC.Collect(1, GCCollectionMode.Forced, blocking: true);
+            GC.WaitForPendingFinalizers();
+            if (Bags[(int)dtype, c].TryTake(out arr))
+            {
+                Interlocked.Increment(ref _hits);
+                Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
+                return Wrap(dtype, arr, length);
+            }
         }
-        return Wrap(dtype, fresh, length);
+        Interlocked.Increment(ref _misses);
+        return Wrap(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false), length);
     }
 
     private static long Bytes(DType dtype, Array a) => a.LongLength * dtype.SizeInBytes();
