@@ -2,6 +2,7 @@
 // each output element reduces one contiguous row. Sums are pairwise over vectorized blocks of 1024.
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Kiln.Runtime;
 
 namespace Kiln.Cpu;
@@ -114,12 +115,17 @@ internal static class Reduce
         return PairwiseSum(x[..h]) + PairwiseSum(x[h..]);
     }
 
-    public static T LogSumExp<T>(ReadOnlySpan<T> row, Span<T> tmp) where T : IFloatingPointIeee754<T>, IExponentialFunctions<T>
+    public static T LogSumExp<T>(ReadOnlySpan<T> row, Span<T> tmp) where T : unmanaged, IFloatingPointIeee754<T>, IExponentialFunctions<T>
     {
         if (row.Length == 0) return T.NegativeInfinity;
         T m = TensorPrimitives.Max(row);
         if (T.IsInfinity(m)) return m;   // all -inf → -inf; any +inf → +inf
         tmp = tmp[..row.Length];
+        if (typeof(T) == typeof(float))
+        {
+            float s = FastExp.ExpShiftedSum(MemoryMarshal.Cast<T, float>(row), float.CreateTruncating(m), MemoryMarshal.Cast<T, float>(tmp));
+            return m + T.CreateTruncating(MathF.Log(s));
+        }
         TensorPrimitives.Subtract(row, m, tmp);
         TensorPrimitives.Exp(tmp, tmp);
         return m + T.Log(PairwiseSum<T>(tmp));

@@ -2,6 +2,7 @@
 // dense input row (the axis is moved last first when needed), rows spread across threads.
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Kiln.Runtime;
 
 namespace Kiln.Cpu;
@@ -45,17 +46,25 @@ internal static class RowKernels
     public static Realised Softmax(Realised x, int axis) => AlongAxis(x, axis, SoftmaxRow, SoftmaxRow);
     public static Realised LogSoftmax(Realised x, int axis) => AlongAxis(x, axis, LogSoftmaxRow, LogSoftmaxRow);
 
-    private static void SoftmaxRow<T>(ReadOnlySpan<T> x, Span<T> y, Span<T> tmp) where T : IFloatingPointIeee754<T>, IExponentialFunctions<T>
+    private static void SoftmaxRow<T>(ReadOnlySpan<T> x, Span<T> y, Span<T> tmp) where T : unmanaged, IFloatingPointIeee754<T>, IExponentialFunctions<T>
     {
         if (x.Length == 0) return;
         T m = TensorPrimitives.Max(x);
         if (T.IsNegativeInfinity(m)) m = T.Zero;   // fully masked row: exp(-inf) = 0 → NaN like PyTorch via 0/0
+        if (typeof(T) == typeof(float))
+        {
+            // One fused pass for exp and its sum, then one scaling pass.
+            var xf = MemoryMarshal.Cast<T, float>(x); var yf = MemoryMarshal.Cast<T, float>(y);
+            float sum = FastExp.ExpShiftedSum(xf, float.CreateTruncating(m), yf);
+            TensorPrimitives.Multiply(yf, 1f / sum, yf);
+            return;
+        }
         TensorPrimitives.Subtract(x, m, y);
         TensorPrimitives.Exp(y, y);
         TensorPrimitives.Divide(y, Reduce.PairwiseSum<T>(y), y);
     }
 
-    private static void LogSoftmaxRow<T>(ReadOnlySpan<T> x, Span<T> y, Span<T> tmp) where T : IFloatingPointIeee754<T>, IExponentialFunctions<T>
+    private static void LogSoftmaxRow<T>(ReadOnlySpan<T> x, Span<T> y, Span<T> tmp) where T : unmanaged, IFloatingPointIeee754<T>, IExponentialFunctions<T>
     {
         if (x.Length == 0) return;
         T lse = Reduce.LogSumExp(x, tmp);
