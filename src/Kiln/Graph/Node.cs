@@ -34,5 +34,16 @@ public sealed class Node
     /// <summary>Publishes the value once; returns the value that won (a concurrent Eval may have been first).</summary>
     internal Runtime.Realised Publish(Runtime.Realised value) => Interlocked.CompareExchange(ref _value, value, null) ?? value;
 
+    /// <summary>
+    /// Gives a computed node's value back to the buffer pool when nothing else can see it (no view of its
+    /// buffer exists); the node can still be recomputed from its inputs. Leaves keep their data.
+    /// </summary>
+    internal void ReleaseValue()
+    {
+        if (_inputs.Length == 0 || Volatile.Read(ref _value) is not { } v) return;
+        if (Volatile.Read(ref v.Buffer.Users) != 1) return;
+        if (Interlocked.CompareExchange(ref _value, null, v) == v) Runtime.Evaluator.Release(v);
+    }
+
     public override string ToString() => $"%{Id} = {Op.Name}{(Attrs is null ? "" : "[" + Attrs + "]")} {Shapes.Format(Shape)} {DType.ShortName()}";
 }

@@ -16,7 +16,7 @@ internal static class BufferPool
     private const int Classes = 40;
     private const long MaxPooledBytes = 1L << 30;          // never hold more than 1 GiB of idle buffers
     private const long LargeBytes = 85_000;                // the runtime's large-object threshold
-    private const long FreshLargeBudget = 8L << 20;        // fresh large bytes between gen-0 nudges
+    private const long FreshLargeBudget = 32L << 20;       // fresh large bytes between collections
 
     private static readonly ConcurrentBag<Array>[,] Bags = CreateBags();
     private static long _hits, _misses, _returns, _pooledBytes, _freshLarge;

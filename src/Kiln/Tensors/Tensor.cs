@@ -33,8 +33,17 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Size of one axis (negative axes count from the end).</summary>
     public int Dim(int axis) => Node.Shape[Shapes.Axis(axis, Rank, "Dim")];
 
-    /// <summary>Marks the handle unusable. The node (and its value) lives on while other graphs use it.</summary>
-    public void Dispose() => _disposed = true;
+    /// <summary>
+    /// Marks the handle unusable and hands a computed value's buffer back to the pool at once when no view
+    /// of it exists (otherwise the GC reclaims it). Graphs built on this tensor stay valid: they recompute
+    /// it if needed. Do not dispose a tensor that another thread is evaluating.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _node.ReleaseValue();
+    }
 
     public override string ToString() => $"Tensor{Shapes.Format(_node.Shape)} {DType.ShortName()} {Device}{(_disposed ? " (disposed)" : "")}";
 
@@ -66,7 +75,10 @@ public sealed partial class Tensor : IDisposable
     {
         var n = NodeFor("Detach");
         Evaluator.Evaluate([n]);
-        return new Tensor(new Node(OpTable.Constant, [], new LeafAttrs("detached"), n.Shape, n.DType, n.Device, n.Value));
+        var v = n.Value!;
+        // A view of its own, so the buffer counts this leaf as a user (disposing the source cannot free it).
+        var view = new Realised(v.Buffer, v.Offset, v.Shape, v.Strides);
+        return new Tensor(new Node(OpTable.Constant, [], new LeafAttrs("detached"), n.Shape, n.DType, n.Device, view));
     }
 
     // ---------- building ----------

@@ -90,4 +90,30 @@ public class EvaluatorTests
         foreach (var op in new[] { "exp", "add", "sum", "constant" }) Assert.Contains(op, dot);
         Assert.Equal(4, dot.Split("->").Length - 1);   // x→exp, exp→add, x→add, add→sum
     }
+
+    [Fact]
+    public void DisposeReturnsTheBufferAndDependentsRecompute()
+    {
+        var x = Tensor.RandomNormal([64], seed: 5);
+        var y = (x * 2).Eval();
+        var expected = y.ToArray<float>();
+        var later = y + 1;            // built on y before it is disposed
+        var detached = y.Detach();    // shares y's buffer through a view of its own
+        long returns = BufferPool.Returns;
+        y.Dispose();
+        Assert.True(BufferPool.Returns == returns, "a buffer with a detached view must not go back to the pool");
+        Assert.Equal(expected, detached.ToArray<float>());
+
+        var z = (x * 3).Eval();
+        var zExpected = z.ToArray<float>();
+        var zLater = z - 1;
+        returns = BufferPool.Returns;
+        z.Dispose();
+        Assert.True(BufferPool.Returns > returns, "the disposed value's buffer should be back in the pool");
+        Assert.Throws<ObjectDisposedException>(() => z.ToArray<float>());
+        // Overwrite pooled buffers, then check the dependent graph recomputes z from x.
+        for (int i = 0; i < 4; i++) (x * 7 + i).Eval();
+        Assert.Equal(zExpected.Select(v => v - 1).ToArray(), zLater.ToArray<float>());
+        Assert.Equal(expected.Select(v => v + 1).ToArray(), later.ToArray<float>());
+    }
 }
