@@ -14,13 +14,19 @@ public sealed partial class Tensor
     }
 
     /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (default: 1-D).</summary>
-    public static Tensor FromArray<T>(T[] data, int[]? shape = null, Device? device = null) where T : unmanaged
+    public static Tensor FromArray<T>(T[] data, int[]? shape = null, Device? device = null) where T : unmanaged =>
+        FromData<T>(data, shape, device, "from_array");
+
+    /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (default: 1-D).</summary>
+    public static Tensor FromSpan<T>(ReadOnlySpan<T> data, int[]? shape = null, Device? device = null) where T : unmanaged =>
+        FromData(data, shape, device, "from_span");
+
+    private static Tensor FromData<T>(ReadOnlySpan<T> data, int[]? shape, Device? device, string op) where T : unmanaged
     {
-        var s = CheckShape(shape ?? [data.Length], "from_array");
+        var s = CheckShape(shape ?? [data.Length], op);
         if (Shapes.Numel(s) != data.Length)
-            throw new ArgumentException($"from_array: {data.Length} values cannot fill shape {Shapes.Format(s)} ({Shapes.Numel(s)} elements)");
-        var dtype = DataReader.DTypeOf<T>();
-        var b = new Runtime.Buffer(dtype, (T[])data.Clone(), data.Length);
+            throw new ArgumentException($"{op}: {data.Length} values cannot fill shape {Shapes.Format(s)} ({Shapes.Numel(s)} elements)");
+        var b = new Runtime.Buffer(DataReader.DTypeOf<T>(), data.ToArray(), data.Length);
         return FromRealised(Realised.Contiguous(b, s), device ?? Device.Default);
     }
 
