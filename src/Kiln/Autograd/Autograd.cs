@@ -38,8 +38,13 @@ public static class Autograd
         {
             var node = order[i];
             if (!grads.TryGetValue(node, out var g)) continue;
-            if (node.Op.Grad is null) continue;
             var inputs = node.InputArray;
+            if (node.Op.Grad is null)
+            {
+                if (inputs.Any(n => n.DType.IsFloat() && reaches.Contains(n)))
+                    throw new NotSupportedException($"grad: op {node.Op.Name} has no gradient rule, so gradients cannot flow through {node}");
+                continue;
+            }
             var ctx = new GradContext(node, inputs.Select(n => new Tensor(n)).ToArray(), new Tensor(node), g);
             var gs = node.Op.Grad(ctx);
             for (int k = 0; k < inputs.Length; k++)

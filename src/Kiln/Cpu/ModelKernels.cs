@@ -98,6 +98,7 @@ internal static class ModelKernels
         {
             long y = t[(int)r];
             if (y == ignore) continue;
+            if (y < 0 || y >= c) throw new IndexOutOfRangeException($"cross_entropy_grad: target {y} at row {r} is out of range for {c} classes (ignore_index is {ignore})");
             Row(logits, r, c, tmp);
             double lse = LogSumExp(tmp);
             for (int j = 0; j < c; j++)

@@ -52,7 +52,7 @@ internal static class Views
     {
         var shape = (int[])x.Shape.Clone();
         var strides = (long[])x.Strides.Clone();
-        shape[axis] = Math.Max(0, (stop - start + step - 1) / step);
+        shape[axis] = (int)Math.Max(0, ((long)stop - start + step - 1) / step);
         strides[axis] = x.Strides[axis] * step;
         long offset = shape[axis] == 0 ? x.Offset : x.Offset + start * x.Strides[axis];
         return new Realised(x.Buffer, offset, shape, strides);

@@ -127,7 +127,7 @@ public static partial class OpTable
         (i, _) =>
         {
             ShapeRules.RequireFloat("rope", i[0]);
-            if (i[0].Shape.Length < 2 || i[0].Shape[^1] % 2 != 0)
+            if (i[0].Shape.Length < 2 || i[0].Shape[^1] % 2 != 0 || i[0].Shape[^1] == 0)
                 throw ShapeRules.Error("rope", "x must have shape (..., seq, head_dim) with an even head_dim", i);
             return (i[0].Shape, i[0].DType);
         },

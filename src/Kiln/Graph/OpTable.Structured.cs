@@ -84,7 +84,7 @@ public static partial class OpTable
         {
             var s = (SliceAttrs)a!;
             var shape = (int[])i[0].Shape.Clone();
-            shape[s.Axis] = Math.Max(0, (s.Stop - s.Start + s.Step - 1) / s.Step);
+            shape[s.Axis] = (int)Math.Max(0, ((long)s.Stop - s.Start + s.Step - 1) / s.Step);
             return (shape, i[0].DType);
         },
         (x, n) => { var s = (SliceAttrs)n.Attrs!; return Views.Slice(x[0], s.Axis, s.Start, s.Stop, s.Step); },

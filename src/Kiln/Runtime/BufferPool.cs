@@ -67,11 +67,17 @@ internal static class BufferPool
 
     private static long Bytes(DType dtype, Array a) => a.LongLength * dtype.SizeInBytes();
 
-    private static Buffer Wrap(DType dtype, Array arr, long length)
+    private static Buffer Wrap(DType dtype, Array arr, long length) => new(dtype, arr, length);
+
+    /// <summary>
+    /// Arms GC reclaim for a value being published into a node. Only published values get it: a kernel's
+    /// temporaries may be read through spans after their Buffer object is unreachable, and a finalizer must
+    /// never hand such an array to another kernel. Published values stay reachable from their node.
+    /// </summary>
+    internal static void ArmReclaim(Buffer b)
     {
-        var b = new Buffer(dtype, arr, length);
-        if (Bytes(dtype, arr) >= LargeBytes) b.Reclaim = new Buffer.Reclaimer(dtype, arr);
-        return b;
+        if (b.Reclaim is null && Bytes(b.DType, b.Data) >= LargeBytes && b.Data.LongLength == (1L << ClassOf(b.Data.LongLength)))
+            b.Reclaim = new Buffer.Reclaimer(b.DType, b.Data);
     }
 
     /// <summary>Returns a buffer nothing uses any more (the caller guarantees no live view remains).</summary>

@@ -9,6 +9,7 @@ internal static class DataReader
         var dense = Cpu.Convert.Cast(v, want);
         var r = new T[dense.Numel];
         dense.Span<T>().CopyTo(r);
+        GC.KeepAlive(dense); GC.KeepAlive(v);   // spans do not keep the Buffer (and its reclaim) alive
         return r;
     }
 

@@ -49,6 +49,7 @@ internal static class Evaluator
                     if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j] && !borrowed[j]) Release(vals[j]!);
                 if (plan.Keep[i])
                 {
+                    BufferPool.ArmReclaim(vals[i]!.Buffer);
                     var won = plan.Nodes[i].Publish(vals[i]!);
                     if (!ReferenceEquals(won, vals[i]) && !borrowed[i] && remaining[i] == 0) Release(vals[i]!);
                     vals[i] = won;
@@ -80,6 +81,16 @@ internal static class Evaluator
     internal static Realised Execute(Node node, Realised[] inputs)
     {
         Interlocked.Increment(ref _kernelRuns);
+        var r = Run(node, inputs);
+        // A kernel that hands back an input object unchanged would let that input's release free the output.
+        foreach (var input in inputs)
+            if (ReferenceEquals(r, input)) { r = new Realised(r.Buffer, r.Offset, r.Shape, r.Strides); break; }
+        GC.KeepAlive(inputs);   // kernels read inputs through spans, which do not keep Buffer objects alive
+        return r;
+    }
+
+    private static Realised Run(Node node, Realised[] inputs)
+    {
         if (!node.Op.WidensHalf) return node.Op.Cpu(inputs, node);
         Realised[]? widened = null;
         for (int k = 0; k < inputs.Length; k++)

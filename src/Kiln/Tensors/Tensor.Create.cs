@@ -10,6 +10,8 @@ public sealed partial class Tensor
     {
         foreach (int d in shape)
             if (d < 0) throw new ArgumentException($"{op}: shape {Shapes.Format(shape)} has a negative dimension");
+        if (Shapes.Numel(shape) > Array.MaxLength)
+            throw new ArgumentException($"{op}: shape {Shapes.Format(shape)} has {Shapes.Numel(shape)} elements; a CPU tensor holds at most {Array.MaxLength}");
         return shape.ToArray();
     }
 

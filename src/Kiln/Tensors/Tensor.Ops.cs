@@ -68,7 +68,19 @@ public sealed partial class Tensor
     public static Tensor operator >=(Tensor a, double b) => a >= a.ScalarLike(b);
 
     /// <summary>A 0-d constant of this tensor's dtype and device (scalars never promote the tensor's dtype).</summary>
-    internal Tensor ScalarLike(double v) => Full([], v, DType, Device);
+    internal Tensor ScalarLike(double v)
+    {
+        bool exact = DType switch
+        {
+            DType.Int32 => v == Math.Truncate(v) && v >= int.MinValue && v <= int.MaxValue,
+            DType.Int64 => v == Math.Truncate(v) && Math.Abs(v) <= 9.007199254740992e15,
+            DType.Bool => v is 0 or 1,
+            _ => true,
+        };
+        if (!exact)
+            throw new ArgumentException($"scalar {v} cannot be combined with a {DType.ShortName()} tensor of shape {Shapes.Format(ShapeArray)} without changing its value; cast the tensor to a float dtype first");
+        return Full([], v, DType, Device);
+    }
 
     // ---------- reductions ----------
     private AxesAttrs AxesOf(string op, int[]? axes, bool keepDim) =>

@@ -95,6 +95,8 @@ public sealed partial class Tensor : IDisposable
                 throw new ArgumentException($"{op.Name}: inputs are on different devices ({nodes[0].Device} and {nodes[i].Device}, input {i}); move them to one device first");
         }
         var (shape, dtype) = op.Infer(nodes, attrs);
+        if (Shapes.Numel(shape) > Array.MaxLength)
+            throw new ArgumentException($"{op.Name}: the result would have shape {Shapes.Format(shape)} ({Shapes.Numel(shape)} elements); a CPU tensor holds at most {Array.MaxLength}");
         var device = nodes.Length > 0 ? nodes[0].Device : Device.Cpu;
         return new Tensor(new Node(op, nodes, attrs, shape, dtype, device));
     }

@@ -1,0 +1,66 @@
+// Regressions for defects found in review: each input used to give a silent wrong answer or an unnamed crash.
+namespace Kiln.Tests.Runtime;
+
+using Ops = Kiln.Ops;
+
+public class ReviewRegressionTests
+{
+    [Fact]
+    public void IntegerTensorRejectsAFractionalScalar()
+    {
+        var t = Tensor.FromArray(new long[] { 0, 1, 2 });
+        var ex = Assert.Throws<ArgumentException>(() => t < 0.5);
+        Assert.Contains("0.5", ex.Message);
+        Assert.Contains("i64", ex.Message);
+        Assert.Equal(new long[] { 0, 2, 4 }, (t * 2).ToArray<long>());
+        Assert.Equal(new[] { false, true, true }, (t >= 1).ToArray<bool>());
+    }
+
+    [Fact]
+    public void CrossEntropyGradientChecksTargetsWhenEvaluatedAlone()
+    {
+        var logits = Tensor.RandomNormal([3, 5], seed: 1, dtype: DType.Float64);
+        var targets = Tensor.FromArray(new long[] { 1, 7, 2 });
+        var g = Autograd.Grad(Ops.CrossEntropy(logits, targets), logits)[0];
+        var ex = Assert.Throws<IndexOutOfRangeException>(() => g.Eval());
+        Assert.Contains("7", ex.Message);
+        Assert.Contains("5 classes", ex.Message);
+    }
+
+    [Fact]
+    public void SecondDerivativeThroughAnOpWithoutARuleIsAnError()
+    {
+        var logits = Tensor.RandomNormal([3, 5], seed: 2, dtype: DType.Float64);
+        var targets = Tensor.FromArray(new long[] { 1, 0, 2 });
+        var g = Autograd.Grad(Ops.CrossEntropy(logits, targets), logits)[0];
+        var ex = Assert.Throws<NotSupportedException>(() => Autograd.Grad(g.Sum(), logits));
+        Assert.Contains("cross_entropy_grad", ex.Message);
+    }
+
+    [Fact]
+    public void SliceWithAHugeStepKeepsTheFirstElement()
+    {
+        var x = Tensor.Arange(0, 10, dtype: DType.Float32);
+        var s = x.Slice(0, 0, 10, int.MaxValue);
+        Assert.Equal([1], s.Shape);
+        Assert.Equal(new[] { 0f }, s.ToArray<float>());
+    }
+
+    [Fact]
+    public void RopeNeedsANonEmptyHeadDim()
+    {
+        var x = Tensor.Zeros([2, 3, 0]);
+        var ex = Assert.Throws<ArgumentException>(() => x.Rope());
+        Assert.Contains("rope", ex.Message);
+    }
+
+    [Fact]
+    public void ResultsBeyondTheArrayLimitAreRejectedWhenBuilt()
+    {
+        var a = Tensor.Zeros([65536, 1], DType.Int32);
+        var b = Tensor.Zeros([1, 65536], DType.Int32);
+        var ex = Assert.Throws<ArgumentException>(() => a > b);
+        Assert.Contains("gt", ex.Message);
+        Assert.Contains("(65536, 65536)", ex.Message);
+    }
+}
