@@ -53,6 +53,9 @@ namespace Kiln.Cpu;
 /// Explicit values let tests exercise every path on one machine (unsupported ones degrade).</summary>
 internal enum GemmIsa { Auto, Avx512, Avx2, Vector128, Scalar }
 
+/// <summary>16-bit storage formats the fp32 GEMM converts while packing.</summary>
+internal enum HalfKind { None, BFloat16, Float16 }
+
 internal static unsafe class Gemm
 {
     // Each part (thread) gets at least this many multiply-adds (M*N*K), so the hand-off to a
@@ -115,6 +118,47 @@ internal static unsafe class Gemm
         }
     }
 
+    /// <summary>
+    /// C (fp32) = alpha·A·B + beta·C for A and B stored as bf16 or f16: the operands are widened to fp32
+    /// while they are packed (no fp32 copy of a whole operand), and the product accumulates in fp32 with
+    /// the same kernels and blocking as Sgemm, so a packed product equals Sgemm on the widened values exactly.
+    /// Products too small to pack, and single rows or columns, widen their operands into dense copies first.
+    /// </summary>
+    internal static void SgemmHalf(int M, int N, int K, float alpha,
+        ushort* A, long aRowStride, long aColStride, ushort* B, long bRowStride, long bColStride, HalfKind kind,
+        float beta, float* C, long ldc, int maxThreads, GemmIsa isa = GemmIsa.Auto)
+    {
+        if (M <= 0 || N <= 0) return;
+        if (K <= 0 || alpha == 0 || (long)M * N * K <= TinyWork || M == 1 || N == 1)
+        {
+            PackBuffer tmp = PackBuffer.Rent(Align64((long)M * K * sizeof(float)) + Align64((long)K * N * sizeof(float)));
+            try
+            {
+                float* a = (float*)tmp.Ptr, b = (float*)((byte*)tmp.Ptr + Align64((long)M * K * sizeof(float)));
+                for (int i = 0; i < M; i++) for (int k = 0; k < K; k++) a[(long)i * K + k] = Widen(A[i * aRowStride + k * aColStride], kind);
+                for (int k = 0; k < K; k++) for (int j = 0; j < N; j++) b[(long)k * N + j] = Widen(B[k * bRowStride + j * bColStride], kind);
+                Sgemm(M, N, K, alpha, a, K, 1, b, N, 1, beta, C, ldc, maxThreads, isa);
+            }
+            finally { PackBuffer.Return(tmp); }
+            return;
+        }
+        var p = new Problem<float>(M, N, K, alpha, null, aRowStride, aColStride, null, bRowStride, bColStride, beta, C, ldc)
+        {
+            AHalf = A, BHalf = B, Kind = kind,
+        };
+        switch (Resolve(isa))
+        {
+            case GemmIsa.Avx512: Run<float, SgemmKernelAvx512>(ref p, maxThreads); break;
+            case GemmIsa.Avx2: Run<float, SgemmKernelAvx2>(ref p, maxThreads); break;
+            case GemmIsa.Vector128: Run<float, SgemmKernelVector128>(ref p, maxThreads); break;
+            default: Run<float, GemmKernelScalar<float>>(ref p, maxThreads); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Widen(ushort bits, HalfKind kind) =>
+        kind == HalfKind.BFloat16 ? BitConverter.UInt32BitsToSingle((uint)bits << 16) : (float)BitConverter.UInt16BitsToHalf(bits);
+
     /// <summary>Maps a requested kernel family to one this machine can run.</summary>
     internal static GemmIsa Resolve(GemmIsa isa)
     {
@@ -140,6 +184,8 @@ internal static unsafe class Gemm
         public int M0, Mc, N0, Nc, K0, Slices, KcMax, APanels, BPanels, Parts;
         public bool SplitN;
         public T* PackA, PackB;   // [slice][panel][kc][MR or NR], panel stride MR/NR * KcMax
+        public ushort* AHalf, BHalf; // 16-bit operands (SgemmHalf; A and B are null then), widened while packing
+        public HalfKind Kind;
         public int* AFlags, BFlags; // [slice][panel]
 
         public Problem(int m, int n, int k, T alpha, T* a, long ars, long acs, T* b, long brs, long bcs,
@@ -407,9 +453,19 @@ internal static unsafe class Gemm
         // Operand viewed as lines (rows of A, columns of B) along k.
         int lines = isA ? p.Mc : p.Nc;
         long lineStride = isA ? p.Ars : p.Bcs, kStride = isA ? p.Acs : p.Brs;
-        T* src = isA ? p.A + p.M0 * p.Ars + pc * p.Acs : p.B + pc * p.Brs + p.N0 * p.Bcs;
         T* dst0 = isA ? p.APanel(store, 0, W) : p.BPanel(store, 0, W);
         long panelStride = (long)W * p.KcMax;
+        if (p.Kind != HalfKind.None)
+        {
+            ushort* h = isA ? p.AHalf + p.M0 * p.Ars + pc * p.Acs : p.BHalf + pc * p.Brs + p.N0 * p.Bcs;
+            for (int q = lo; q < hi; q++)
+            {
+                int first = q * W;
+                PackHalf((float*)(dst0 + q * panelStride), h + first * lineStride, lineStride, kStride, Math.Min(W, lines - first), W, kc, p.Kind);
+            }
+            return;
+        }
+        T* src = isA ? p.A + p.M0 * p.Ars + pc * p.Acs : p.B + pc * p.Brs + p.N0 * p.Bcs;
         if (lineStride == 1)
         {
             // Lines adjacent in memory (column-major A, row-major B): copy each k across all
@@ -643,6 +699,25 @@ internal static unsafe class Gemm
             int l = 0;
             for (; l < lines; l++) dst[l] = src[l * lineStride];
             for (; l < W; l++) dst[l] = default;
+        }
+    }
+
+    /// <summary>PackStrided for 16-bit sources, widening to fp32. Adjacent lines (lineStride 1, e.g. a
+    /// row-major weight as B) widen 8 at a time: bf16 is the high half of an fp32, f16 converts exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackHalf(float* dst, ushort* src, long lineStride, long kStride, int lines, int W, int kc, HalfKind kind)
+    {
+        for (int k = 0; k < kc; k++, dst += W, src += kStride)
+        {
+            int l = 0;
+            if (lineStride == 1 && kind == HalfKind.BFloat16 && Vector256.IsHardwareAccelerated)
+                for (; l + 8 <= lines; l += 8)
+                {
+                    var wide = Vector256.WidenLower(Vector128.Load(src + l).ToVector256Unsafe()) << 16;
+                    Vector256.Store(wide.AsSingle(), dst + l);
+                }
+            for (; l < lines; l++) dst[l] = Widen(src[l * lineStride], kind);
+            for (; l < W; l++) dst[l] = 0;
         }
     }
 

@@ -6,11 +6,25 @@ namespace Kiln.Cpu;
 
 internal static class MatMulKernel
 {
-    public static unsafe Realised Run(Realised a, Realised b, int[] outShape)
+    /// <summary>
+    /// bf16/f16 operands go to the GEMM as they are (widened while packing) and accumulate into an fp32
+    /// result, which is then rounded to the operands' dtype.
+    /// </summary>
+    public static Realised Run(Realised a, Realised b, int[] outShape)
+    {
+        if (a.DType is not (DType.BFloat16 or DType.Float16)) return Compute(a, b, outShape);
+        var wide = Compute(a, b, outShape);
+        var narrowed = Convert.Cast(wide, a.DType);
+        Runtime.Evaluator.Release(wide);
+        return narrowed;
+    }
+
+    private static unsafe Realised Compute(Realised a, Realised b, int[] outShape)
     {
         int r = outShape.Length;
         int M = outShape[r - 2], N = outShape[r - 1], K = a.Shape[^1];
-        var o = Realised.Contiguous(BufferPool.Rent(a.DType, Shapes.Numel(outShape)), outShape);
+        var outType = a.DType is DType.BFloat16 or DType.Float16 ? DType.Float32 : a.DType;
+        var o = Realised.Contiguous(BufferPool.Rent(outType, Shapes.Numel(outShape)), outShape);
         long batches = Shapes.Numel(outShape.AsSpan(0, r - 2));
         if (batches == 0 || M == 0 || N == 0) return o;
         // Batch strides of each operand as seen through the broadcast batch shape.
@@ -34,6 +48,14 @@ internal static class MatMulKernel
                 else if (a.DType == DType.Float64)
                     fixed (double* pa = a.Buffer.Array<double>(), pb = b.Buffer.Array<double>(), pc = o.Buffer.Array<double>())
                         Gemm.Dgemm(M, N, K, 1.0, pa + offA, aRs, aCs, pb + offB, bRs, bCs, 0.0, pc + offC, N, gemmThreads);
+                else if (a.DType == DType.BFloat16)
+                    fixed (BFloat16* pa = a.Buffer.Array<BFloat16>(), pb = b.Buffer.Array<BFloat16>())
+                    fixed (float* pc = o.Buffer.Array<float>())
+                        Gemm.SgemmHalf(M, N, K, 1f, (ushort*)pa + offA, aRs, aCs, (ushort*)pb + offB, bRs, bCs, HalfKind.BFloat16, 0f, pc + offC, N, gemmThreads);
+                else if (a.DType == DType.Float16)
+                    fixed (Half* pa = a.Buffer.Array<Half>(), pb = b.Buffer.Array<Half>())
+                    fixed (float* pc = o.Buffer.Array<float>())
+                        Gemm.SgemmHalf(M, N, K, 1f, (ushort*)pa + offA, aRs, aCs, (ushort*)pb + offB, bRs, bCs, HalfKind.Float16, 0f, pc + offC, N, gemmThreads);
                 else throw new NotSupportedException($"matmul: dtype {a.DType.ShortName()} has no CPU kernel");
             }
         });

@@ -61,7 +61,7 @@ public static partial class OpTable
         {
             Tensor a = c.Inputs[0], b = c.Inputs[1], g = c.Upstream;
             return [SumTo(g.MatMul(b.Transpose(-1, -2)), a), SumTo(a.Transpose(-1, -2).MatMul(g), b)];
-        });
+        }, widensHalf: false);   // bf16/f16 are widened inside the GEMM's packing instead
 
     // ---------------- views (no data moved when the layout allows) ----------------
     public static readonly OpDef Reshape = new("reshape", 1, FusionClass.View,
