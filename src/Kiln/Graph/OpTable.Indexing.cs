@@ -100,6 +100,7 @@ public static partial class OpTable
         (i, a) =>
         {
             var p = (PadAttrs)a!;
+            if (i[0].DType == DType.Bool) throw ShapeRules.Error("pad", "padding bool tensors is not supported; cast to int32 first", i);
             return (i[0].Shape.Select((d, k) => d + p.Before[k] + p.After[k]).ToArray(), i[0].DType);
         },
         (x, n) => { var p = (PadAttrs)n.Attrs!; return LayoutKernels.Pad(x[0], p.Before, n.Shape, p.Value); },

@@ -42,6 +42,7 @@ internal static class ShapeRules
     public static (int[], DType) Comparison(string op, Node[] i)
     {
         RequireSameDType(op, i[0], i[1]);
+        if (i[0].DType == DType.Bool) throw Error(op, "comparing bool tensors is not supported; cast to int32 first", i);
         return (Broadcast(op, i[0], i[1]), DType.Bool);
     }
 
@@ -60,6 +61,7 @@ internal static class ShapeRules
     {
         var (axes, keep) = attrs switch { AxesAttrs a => (a.Axes, a.KeepDim), VarAttrs v => (v.Axes, v.KeepDim), _ => throw new InvalidOperationException() };
         if (floatOnly) RequireFloat(op, i[0]);
+        else if (i[0].DType == DType.Bool) throw Error(op, "reductions of bool tensors are not supported; cast to int32 or int64 first", i);
         foreach (int a in axes)
             if (a < 0 || a >= i[0].Shape.Length) throw Error(op, $"axis {a} is out of range for rank {i[0].Shape.Length}", i);
             else if (needsElements && i[0].Shape[a] == 0) throw Error(op, $"cannot reduce over axis {a} of size 0 (there is no maximum/minimum of nothing)", i);

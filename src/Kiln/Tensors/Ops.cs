@@ -19,7 +19,12 @@ public static class Ops
     public static Tensor Add(Tensor a, Tensor b) => Binary(OpTable.Add, a, b);
     public static Tensor Sub(Tensor a, Tensor b) => Binary(OpTable.Sub, a, b);
     public static Tensor Mul(Tensor a, Tensor b) => Binary(OpTable.Mul, a, b);
-    public static Tensor Div(Tensor a, Tensor b) => Binary(OpTable.Div, a, b);
+    /// <summary>True division, as torch.div: integer operands are divided as float32.</summary>
+    public static Tensor Div(Tensor a, Tensor b)
+    {
+        if (!a.DType.IsFloat() && !b.DType.IsFloat()) { a = a.Cast(DType.Float32); b = b.Cast(DType.Float32); }
+        return Binary(OpTable.Div, a, b);
+    }
     public static Tensor Pow(Tensor a, Tensor b) => Binary(OpTable.Pow, a, b);
     public static Tensor Pow(Tensor a, double b) => Binary(OpTable.Pow, a, a.ScalarLike(b));
     public static Tensor Maximum(Tensor a, Tensor b) => Binary(OpTable.Maximum, a, b);

@@ -39,7 +39,7 @@ public sealed partial class Tensor
         var s = CheckShape(shape, "full");
         var b = new Runtime.Buffer(dtype, Runtime.Buffer.NewArray(dtype, Math.Max(Shapes.Numel(s), 1)), Shapes.Numel(s));
         var r = Realised.Contiguous(b, s);
-        if (value != 0)
+        if (BitConverter.DoubleToInt64Bits(value) != 0)   // -0.0 must be written too
         {
             var vals = new double[r.Numel];
             Array.Fill(vals, value);

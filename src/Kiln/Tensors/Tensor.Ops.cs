@@ -31,7 +31,8 @@ public sealed partial class Tensor
     public Tensor Add(Tensor other) => Ops.Binary(OpTable.Add, this, other);
     public Tensor Sub(Tensor other) => Ops.Binary(OpTable.Sub, this, other);
     public Tensor Mul(Tensor other) => Ops.Binary(OpTable.Mul, this, other);
-    public Tensor Div(Tensor other) => Ops.Binary(OpTable.Div, this, other);
+    /// <summary>True division, as torch.div: integer operands are divided as float32 (so 7 / 2 = 3.5, x / 0 = ±inf).</summary>
+    public Tensor Div(Tensor other) => Ops.Div(this, other);
     /// <summary>Matrix product with NumPy rules: batch axes broadcast; a 1-D operand is a row (left) or column (right) vector.</summary>
     public Tensor MatMul(Tensor other)
     {
@@ -56,8 +57,10 @@ public sealed partial class Tensor
     public static Tensor operator -(double a, Tensor b) => b.ScalarLike(a).Sub(b);
     public static Tensor operator *(Tensor a, double b) => a.Mul(a.ScalarLike(b));
     public static Tensor operator *(double a, Tensor b) => b.ScalarLike(a).Mul(b);
-    public static Tensor operator /(Tensor a, double b) => a.Div(a.ScalarLike(b));
-    public static Tensor operator /(double a, Tensor b) => b.ScalarLike(a).Div(b);
+    public static Tensor operator /(Tensor a, double b) => a.AsDividend().Div(a.AsDividend().ScalarLike(b));
+    public static Tensor operator /(double a, Tensor b) => b.AsDividend().ScalarLike(a).Div(b);
+
+    private Tensor AsDividend() => DType.IsFloat() ? this : Cast(DType.Float32);
     public static Tensor operator <(Tensor a, Tensor b) => Ops.Binary(OpTable.Lt, a, b);
     public static Tensor operator >(Tensor a, Tensor b) => Ops.Binary(OpTable.Gt, a, b);
     public static Tensor operator <=(Tensor a, Tensor b) => Ops.Binary(OpTable.Le, a, b);

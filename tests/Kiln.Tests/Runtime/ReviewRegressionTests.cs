@@ -63,4 +63,32 @@ public class ReviewRegressionTests
         Assert.Contains("gt", ex.Message);
         Assert.Contains("(65536, 65536)", ex.Message);
     }
+
+    [Fact]
+    public void IntegerDivisionIsTrueDivisionLikeTorch()
+    {
+        var a = Tensor.FromArray(new long[] { 7, -7, 1 });
+        var b = Tensor.FromArray(new long[] { 2, 2, 0 });
+        var q = a / b;
+        Assert.Equal(DType.Float32, q.DType);
+        Assert.Equal(new[] { 3.5f, -3.5f, float.PositiveInfinity }, q.ToArray<float>());
+        Assert.Equal(new[] { 2.5f, -2.5f, 0.5f }, (Tensor.FromArray(new int[] { 5, -5, 1 }) / 2).ToArray<float>());
+    }
+
+    [Fact]
+    public void BoolTensorsAreRejectedWhereNoKernelExists()
+    {
+        var m = Tensor.FromArray(new[] { true, false });
+        Assert.Contains("sum", Assert.Throws<ArgumentException>(() => m.Sum()).Message);
+        Assert.Contains("eq", Assert.Throws<ArgumentException>(() => Ops.Eq(m, m)).Message);
+        Assert.Contains("pad", Assert.Throws<ArgumentException>(() => m.Pad([1], [0])).Message);
+        Assert.Equal(1L, m.Cast(DType.Int64).Sum().Item<long>());
+    }
+
+    [Fact]
+    public void FullKeepsNegativeZero()
+    {
+        var z = Tensor.Full([2], -0.0).ToArray<float>();
+        Assert.True(float.IsNegative(z[0]) && z[0] == 0);
+    }
 }
