@@ -18,10 +18,17 @@ internal static class Convert
     }
 
     /// <summary>Dense value of <paramref name="v"/> converted to <paramref name="to"/>.</summary>
-    public static Realised Cast(Realised v, DType to)
+    public static Realised Cast(Realised input, DType to)
     {
-        v = Strided.Contiguous(v);
+        var v = Strided.Contiguous(input);
         if (v.DType == to) return v;
+        var o = CastDense(v, to);
+        Strided.Done(v, input);
+        return o;
+    }
+
+    private static Realised CastDense(Realised v, DType to)
+    {
         long n = v.Numel;
         var b = BufferPool.Rent(to, n);
         var o = Realised.Contiguous(b, v.Shape);

@@ -19,20 +19,21 @@ internal interface IBinaryRow<T, TOut>
 internal static class Elementwise
 {
     /// <summary>y = f(x) for a float op, computed in the node's compute type, chunked across threads.</summary>
-    public static Realised Unary(Realised x, SpanMap<float> f32, SpanMap<double> f64)
+    public static Realised Unary(Realised input, SpanMap<float> f32, SpanMap<double> f64)
     {
-        x = Strided.Contiguous(x);
+        var x = Strided.Contiguous(input);
         var b = BufferPool.Rent(x.DType, x.Numel);
         var o = Realised.Contiguous(b, x.Shape);
         long n = x.Numel;
-        if (n == 0) return o;   // some span maps (TensorPrimitives.Sigmoid) reject empty spans
         int threads = Par.ThreadsFor(n);
-        switch (x.DType)
-        {
-            case DType.Float32: Par.For(n, threads, (s, e) => f32(x.Span<float>()[(int)s..(int)e], o.Span<float>()[(int)s..(int)e])); break;
-            case DType.Float64: Par.For(n, threads, (s, e) => f64(x.Span<double>()[(int)s..(int)e], o.Span<double>()[(int)s..(int)e])); break;
-            default: throw new NotSupportedException($"unary kernel: dtype {x.DType.ShortName()}");
-        }
+        if (n > 0)   // some span maps (TensorPrimitives.Sigmoid) reject empty spans
+            switch (x.DType)
+            {
+                case DType.Float32: Par.For(n, threads, (s, e) => f32(x.Span<float>()[(int)s..(int)e], o.Span<float>()[(int)s..(int)e])); break;
+                case DType.Float64: Par.For(n, threads, (s, e) => f64(x.Span<double>()[(int)s..(int)e], o.Span<double>()[(int)s..(int)e])); break;
+                default: throw new NotSupportedException($"unary kernel: dtype {x.DType.ShortName()}");
+            }
+        Strided.Done(x, input);
         return o;
     }
 

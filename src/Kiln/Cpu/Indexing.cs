@@ -11,6 +11,7 @@ internal static class Indexing
     {
         var dense = Convert.Cast(idx, DType.Int64);
         var r = dense.Span<long>().ToArray();
+        Strided.Done(dense, idx);
         foreach (long i in r)
             if (i < 0 || i >= axisSize)
                 throw new IndexOutOfRangeException($"{op}: index {i} is out of range for an axis of size {axisSize}");

@@ -17,6 +17,7 @@ internal static class LayoutKernels
             var d = Strided.Contiguous(x);
             long rowIn = x.Shape[axis] * inner;
             CopyRows(d, o, outer, rowIn, rowOut, at);
+            Strided.Done(d, x);
             at += rowIn;
         }
         return o;
@@ -57,13 +58,15 @@ internal static class LayoutKernels
             case DType.Int64: o.Span<long>().Fill((long)value); CopyInto<long>(x, window); break;
             default: throw new NotSupportedException($"pad: dtype {x.DType.ShortName()}");
         }
+        Runtime.Evaluator.Release(window);   // o keeps the buffer
         return o;
     }
 
     /// <summary>Writes dense-or-strided <paramref name="src"/> into the strided window <paramref name="dst"/>.</summary>
     private static void CopyInto<T>(Realised src, Realised dst)
     {
-        var dense = Strided.Contiguous(src).Span<T>();
+        var denseValue = Strided.Contiguous(src);
+        var dense = denseValue.Span<T>();
         var d = dst.Buffer.Span<T>();
         var pos = new int[dst.Shape.Length];
         for (int e = 0; e < dense.Length; e++)
@@ -73,6 +76,7 @@ internal static class LayoutKernels
             d[(int)off] = dense[e];
             for (int k = pos.Length - 1; k >= 0; k--) { if (++pos[k] < dst.Shape[k]) break; pos[k] = 0; }
         }
+        Strided.Done(denseValue, src);
     }
 
     /// <summary>Keeps x where col ≤ row + k (lower) or col ≥ row + k (upper) over the last two axes; fills the rest.</summary>

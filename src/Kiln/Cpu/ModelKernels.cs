@@ -10,9 +10,9 @@ internal static class ModelKernels
     /// RoPE over the last axis (size D, even) with positions along axis −2. Interleaved rotates pairs
     /// (2i, 2i+1) (llama2.c, Meta); half-split rotates (i, i + D/2) (Hugging Face). Frequency θ^(−2i/D).
     /// </summary>
-    public static Realised Rope(Realised x, RopeAttrsView a)
+    public static Realised Rope(Realised input, RopeAttrsView a)
     {
-        x = Strided.Contiguous(x);
+        var x = Strided.Contiguous(input);
         var o = Realised.Contiguous(BufferPool.Rent(x.DType, x.Numel), x.Shape);
         int d = x.Shape[^1], seq = x.Shape[^2], half = d / 2;
         long rows = x.Numel / d;
@@ -28,6 +28,7 @@ internal static class ModelKernels
         if (x.DType == DType.Float32) Rows(x.Span<float>(), o.Span<float>(), rows, seq, d, a.Interleaved, cos, sin);
         else if (x.DType == DType.Float64) Rows(x.Span<double>(), o.Span<double>(), rows, seq, d, a.Interleaved, cos, sin);
         else throw new NotSupportedException($"rope: dtype {x.DType.ShortName()}");
+        Strided.Done(x, input);
         return o;
     }
 

@@ -16,12 +16,13 @@ internal static class Reduce
     {
         int rank = x.Shape.Length;
         var perm = Enumerable.Range(0, rank).Where(a => !axes.Contains(a)).Concat(axes).ToArray();
-        var v = Views.Permute(x, perm);
-        v = Strided.Contiguous(v);
+        var view = Views.Permute(x, perm);
+        var v = Strided.Contiguous(view);
+        Strided.Done(view, v);   // the copy (if any) is all the caller reads
         long inner = 1;
         foreach (int a in axes) inner *= x.Shape[a];
         long outer = inner == 0 ? Shapes.Numel(perm.Take(rank - axes.Length).Select(a => x.Shape[a]).ToArray()) : x.Numel / inner;
-        return (v, outer, (int)inner);
+        return (v, outer, (int)inner);   // the caller ends it with Strided.Done(rows, x)
     }
 
     public static Realised Run(Realised x, int[] axes, int[] outShape, ReduceKind kind, int correction = 0)
@@ -41,6 +42,7 @@ internal static class Reduce
                 IntRows<long>(rows, o, outer, inner, kind); break;
             default: throw new NotSupportedException($"reduction {kind}: dtype {x.DType.ShortName()} has no CPU kernel");
         }
+        Strided.Done(rows, x);
         return o;
     }
 

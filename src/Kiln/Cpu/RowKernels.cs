@@ -12,16 +12,17 @@ internal static class RowKernels
     private delegate void RowFn<T>(ReadOnlySpan<T> x, Span<T> y, Span<T> tmp);
 
     /// <summary>Applies a per-row function along <paramref name="axis"/>; the result keeps x's logical layout.</summary>
-    private static Realised AlongAxis(Realised x, int axis, RowFn<float> f32, RowFn<double> f64)
+    private static Realised AlongAxis(Realised input, int axis, RowFn<float> f32, RowFn<double> f64)
     {
-        int rank = x.Shape.Length;
+        int rank = input.Shape.Length;
         int[]? perm = null;
+        var view = input;
         if (axis != rank - 1)
         {
             perm = Enumerable.Range(0, rank).Where(a => a != axis).Append(axis).ToArray();
-            x = Views.Permute(x, perm);
+            view = Views.Permute(input, perm);
         }
-        x = Strided.Contiguous(x);
+        var x = Strided.Contiguous(view);
         var o = Realised.Contiguous(BufferPool.Rent(x.DType, x.Numel), x.Shape);
         int inner = rank == 0 ? 1 : x.Shape[^1];
         long rows = inner == 0 ? 0 : x.Numel / inner;
@@ -29,10 +30,14 @@ internal static class RowKernels
         if (x.DType == DType.Float32) Par.For(rows, threads, (s, e) => Rows(x, o, s, e, inner, f32));
         else if (x.DType == DType.Float64) Par.For(rows, threads, (s, e) => Rows(x, o, s, e, inner, f64));
         else throw new NotSupportedException($"row kernel: dtype {x.DType.ShortName()}");
+        Strided.Done(x, view);
+        Strided.Done(view, input);
         if (perm is null) return o;
         var inv = new int[rank];
         for (int i = 0; i < rank; i++) inv[perm[i]] = i;
-        return Views.Permute(o, inv);
+        var result = Views.Permute(o, inv);
+        Runtime.Evaluator.Release(o);   // the permuted view now holds the buffer on its own
+        return result;
     }
 
     private static void Rows<T>(Realised x, Realised o, long s, long e, int inner, RowFn<T> f)

@@ -79,6 +79,15 @@ internal static class Strided
         }
     }
 
+    /// <summary>
+    /// Ends a kernel's use of <paramref name="temp"/>, a view or dense copy it made of <paramref name="source"/>:
+    /// the buffer's user count drops (a copy goes back to the pool). Nothing happens when temp is source.
+    /// </summary>
+    public static void Done(Realised temp, Realised source)
+    {
+        if (!ReferenceEquals(temp, source)) Runtime.Evaluator.Release(temp);
+    }
+
     /// <summary>A dense copy of a view (or the view itself when it already is dense).</summary>
     public static Realised Contiguous(Realised v)
     {

@@ -19,7 +19,9 @@ internal static class Views
         var strides = TryViewStrides(x.Shape, x.Strides, shape);
         if (strides is not null) return new Realised(x.Buffer, x.Offset, shape, strides);
         var dense = Strided.Contiguous(x);
-        return new Realised(dense.Buffer, dense.Offset, shape, Shapes.ContiguousStrides(shape));
+        var r = new Realised(dense.Buffer, dense.Offset, shape, Shapes.ContiguousStrides(shape));
+        Strided.Done(dense, x);   // the reshaped view holds the copy on its own
+        return r;
     }
 
     /// <summary>Strides for viewing (shape, strides) as newShape without a copy, or null (PyTorch's rule).</summary>

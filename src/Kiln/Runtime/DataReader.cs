@@ -9,7 +9,8 @@ internal static class DataReader
         var dense = Cpu.Convert.Cast(v, want);
         var r = new T[dense.Numel];
         dense.Span<T>().CopyTo(r);
-        GC.KeepAlive(dense); GC.KeepAlive(v);   // spans do not keep the Buffer (and its reclaim) alive
+        Cpu.Strided.Done(dense, v);   // also keeps both alive until the copy is done (spans do not)
+        GC.KeepAlive(v);
         return r;
     }
 

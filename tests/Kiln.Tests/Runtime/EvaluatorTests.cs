@@ -116,4 +116,24 @@ public class EvaluatorTests
         Assert.Equal(zExpected.Select(v => v - 1).ToArray(), zLater.ToArray<float>());
         Assert.Equal(expected.Select(v => v + 1).ToArray(), later.ToArray<float>());
     }
+
+    [Fact]
+    public void IntermediatesSeenThroughKernelViewsStillReturnToThePool()
+    {
+        // softmax over axis 0 and the sum over axis 0 both read their input through a permuted view;
+        // those views must not keep the intermediates' buffers out of the pool.
+        var x = Tensor.RandomNormal([64, 48], seed: 6);
+        var y = (x * 2).Softmax(0).Exp().Sum([0]);
+        long before = BufferPool.Returns;
+        y.Eval();
+        Assert.True(BufferPool.Returns - before >= 3, $"expected x*2, softmax and exp buffers back in the pool, got {BufferPool.Returns - before}");
+        var reference = (x * 2).Softmax(0).Exp().ToArray<float>();
+        var sums = y.ToArray<float>();
+        for (int j = 0; j < 48; j++)
+        {
+            double s = 0;
+            for (int i = 0; i < 64; i++) s += reference[i * 48 + j];
+            Assert.Equal(s, sums[j], 1e-4);
+        }
+    }
 }
