@@ -25,19 +25,22 @@ internal static class ModelKernels
                 cos[p * half + i] = Math.Cos(ang);
                 sin[p * half + i] = a.Inverse ? -Math.Sin(ang) : Math.Sin(ang);
             }
-        if (x.DType == DType.Float32) Rows(x.Span<float>(), o.Span<float>(), rows, seq, d, a.Interleaved, cos, sin);
-        else if (x.DType == DType.Float64) Rows(x.Span<double>(), o.Span<double>(), rows, seq, d, a.Interleaved, cos, sin);
-        else throw new NotSupportedException($"rope: dtype {x.DType.ShortName()}");
+        if (x.DType is not (DType.Float32 or DType.Float64)) throw new NotSupportedException($"rope: dtype {x.DType.ShortName()}");
+        Par.For(rows, Par.ThreadsFor(x.Numel), (r0, r1) =>
+        {
+            if (x.DType == DType.Float32) Rows(x.Span<float>(), o.Span<float>(), r0, r1, seq, d, a.Interleaved, cos, sin);
+            else Rows(x.Span<double>(), o.Span<double>(), r0, r1, seq, d, a.Interleaved, cos, sin);
+        });
         Strided.Done(x, input);
         return o;
     }
 
     internal readonly record struct RopeAttrsView(double Theta, bool Interleaved, int Offset, bool Inverse);
 
-    private static void Rows<T>(Span<T> x, Span<T> y, long rows, int seq, int d, bool interleaved, double[] cos, double[] sin) where T : IFloatingPointIeee754<T>
+    private static void Rows<T>(Span<T> x, Span<T> y, long r0, long r1, int seq, int d, bool interleaved, double[] cos, double[] sin) where T : IFloatingPointIeee754<T>
     {
         int half = d / 2;
-        for (long r = 0; r < rows; r++)
+        for (long r = r0; r < r1; r++)
         {
             int p = (int)(r % seq);
             var xr = x.Slice((int)(r * d), d); var yr = y.Slice((int)(r * d), d);
@@ -54,64 +57,83 @@ internal static class ModelKernels
 
     /// <summary>
     /// Mean over non-ignored rows of −Σ q·log softmax(logits), q = (1−ε)·onehot + ε/C (PyTorch's label smoothing).
-    /// No probability tensor is kept: each row is reduced on the fly.
+    /// No probability tensor is kept: each row is reduced on the fly, rows spread across threads; the row
+    /// losses are summed in row order, so the result does not depend on the thread count.
     /// </summary>
-    public static Realised CrossEntropy(Realised logits, Realised targets, int ignore, double eps)
+    public static Realised CrossEntropy(Realised logitsIn, Realised targetsIn, int ignore, double eps)
     {
-        logits = Strided.Contiguous(logits);
-        var t = Convert.Cast(targets, DType.Int64).Span<long>();
+        var logits = Strided.Contiguous(logitsIn);
+        var targets = Convert.Cast(targetsIn, DType.Int64);
         int c = logits.Shape[^1];
         long n = logits.Numel / Math.Max(c, 1);
-        double total = 0; long count = 0;
-        var tmp = new double[c];
-        for (long r = 0; r < n; r++)
+        var loss = new double[n];
+        Par.For(n, Par.ThreadsFor(logits.Numel), (r0, r1) =>
         {
-            long y = t[(int)r];
-            if (y == ignore) continue;
-            if (y < 0 || y >= c) throw new IndexOutOfRangeException($"cross_entropy: target {y} at row {r} is out of range for {c} classes (ignore_index is {ignore})");
-            Row(logits, r, c, tmp);
-            double lse = LogSumExp(tmp);
-            double nll = lse - tmp[y];
-            double smooth = 0;
-            if (eps != 0) { foreach (double v in tmp) smooth += lse - v; smooth /= c; }
-            total += (1 - eps) * nll + eps * smooth;
-            count++;
-        }
+            var t = targets.Span<long>();
+            var tmp = new double[c];
+            for (long r = r0; r < r1; r++)
+            {
+                long y = CheckedTarget(t[(int)r], r, c, ignore, "cross_entropy");
+                if (y == ignore) { loss[r] = double.NaN; continue; }
+                Row(logits, r, c, tmp);
+                double lse = LogSumExp(tmp);
+                double smooth = 0;
+                if (eps != 0) { foreach (double v in tmp) smooth += lse - v; smooth /= c; }
+                loss[r] = (1 - eps) * (lse - tmp[y]) + eps * smooth;
+            }
+        });
+        double total = 0; long count = 0;
+        foreach (double l in loss) if (!double.IsNaN(l)) { total += l; count++; }
         var o = Realised.Contiguous(BufferPool.Rent(logits.DType, 1), []);
         double mean = total / count;   // 0/0 = NaN when every row is ignored, as in PyTorch
         if (logits.DType == DType.Float32) o.Span<float>()[0] = (float)mean; else o.Span<double>()[0] = mean;
+        Strided.Done(logits, logitsIn);
+        Strided.Done(targets, targetsIn);
         return o;
     }
 
     /// <summary>d/dlogits of the mean loss: (softmax − q)·g/count on counted rows, 0 on ignored rows.</summary>
-    public static Realised CrossEntropyGrad(Realised logits, Realised targets, Realised upstream, int ignore, double eps)
+    public static Realised CrossEntropyGrad(Realised logitsIn, Realised targetsIn, Realised upstream, int ignore, double eps)
     {
-        logits = Strided.Contiguous(logits);
-        var t = Convert.Cast(targets, DType.Int64).Span<long>();
-        var g = new double[1]; Convert.ReadDoubles(Convert.Cast(upstream, DType.Float64), g);
+        var logits = Strided.Contiguous(logitsIn);
+        var targets = Convert.Cast(targetsIn, DType.Int64);
+        var g = new double[1];
+        var up = Convert.Cast(upstream, DType.Float64);
+        Convert.ReadDoubles(up, g);
+        Strided.Done(up, upstream);
         int c = logits.Shape[^1];
         long n = logits.Numel / Math.Max(c, 1);
         long count = 0;
-        for (long r = 0; r < n; r++) if (t[(int)r] != ignore) count++;
-        var outD = new double[logits.Numel];
-        var tmp = new double[c];
-        for (long r = 0; r < n; r++)
-        {
-            long y = t[(int)r];
-            if (y == ignore) continue;
-            if (y < 0 || y >= c) throw new IndexOutOfRangeException($"cross_entropy_grad: target {y} at row {r} is out of range for {c} classes (ignore_index is {ignore})");
-            Row(logits, r, c, tmp);
-            double lse = LogSumExp(tmp);
-            for (int j = 0; j < c; j++)
-            {
-                double q = eps / c + (j == y ? 1 - eps : 0);
-                outD[r * c + j] = (Math.Exp(tmp[j] - lse) - q) * g[0] / count;
-            }
-        }
+        var ts = targets.Span<long>();
+        for (long r = 0; r < n; r++) if (CheckedTarget(ts[(int)r], r, c, ignore, "cross_entropy_grad") != ignore) count++;
+        double scale = g[0] / count;
         var o = Realised.Contiguous(BufferPool.Rent(logits.DType, logits.Numel), logits.Shape);
-        Convert.WriteDoubles(outD, o);
+        Par.For(n, Par.ThreadsFor(logits.Numel), (r0, r1) =>
+        {
+            var t = targets.Span<long>();
+            var tmp = new double[c];
+            for (long r = r0; r < r1; r++)
+            {
+                long y = t[(int)r];
+                if (y != ignore)
+                {
+                    Row(logits, r, c, tmp);
+                    double lse = LogSumExp(tmp);
+                    for (int j = 0; j < c; j++) tmp[j] = (Math.Exp(tmp[j] - lse) - (eps / c + (j == y ? 1 - eps : 0))) * scale;
+                }
+                else Array.Clear(tmp);
+                if (o.DType == DType.Float32) { var d = o.Span<float>().Slice((int)(r * c), c); for (int j = 0; j < c; j++) d[j] = (float)tmp[j]; }
+                else tmp.AsSpan().CopyTo(o.Span<double>().Slice((int)(r * c), c));
+            }
+        });
+        Strided.Done(logits, logitsIn);
+        Strided.Done(targets, targetsIn);
         return o;
     }
+
+    private static long CheckedTarget(long y, long row, int classes, int ignore, string op) =>
+        y == ignore || (y >= 0 && y < classes) ? y
+            : throw new IndexOutOfRangeException($"{op}: target {y} at row {row} is out of range for {classes} classes (ignore_index is {ignore})");
 
     private static void Row(Realised logits, long r, int c, double[] dst)
     {

@@ -14,10 +14,18 @@ internal static class Par
     {
         if (threads <= 1 || n <= 1) { body(0, n); return; }
         int chunks = (int)Math.Min(n, threads);
-        System.Threading.Tasks.Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
+        try
         {
-            long s = n * c / chunks, e = n * (c + 1) / chunks;
-            if (e > s) body(s, e);
-        });
+            System.Threading.Tasks.Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
+            {
+                long s = n * c / chunks, e = n * (c + 1) / chunks;
+                if (e > s) body(s, e);
+            });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+        {
+            // A kernel's own error (op, index, shape) is what the caller should see.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+        }
     }
 }

@@ -91,4 +91,14 @@ public class ReviewRegressionTests
         var z = Tensor.Full([2], -0.0).ToArray<float>();
         Assert.True(float.IsNegative(z[0]) && z[0] == 0);
     }
+
+    [Fact]
+    public void KernelErrorsInsideThreadedLoopsKeepTheirType()
+    {
+        // Large enough for the cross-entropy rows to be split across threads.
+        var logits = Tensor.Zeros([4096, 64]);
+        var t = new long[4096]; t[4000] = 99;
+        var ex = Assert.Throws<IndexOutOfRangeException>(() => Ops.CrossEntropy(logits, Tensor.FromArray(t)).Eval());
+        Assert.Contains("target 99 at row 4000", ex.Message);
+    }
 }
