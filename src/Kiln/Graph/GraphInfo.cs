@@ -29,7 +29,7 @@ public static class GraphInfo
         foreach (int d in n.Shape) h.Add(d);
         h.Add(n.Shape.Length);
         h.Add(n.DType);
-        if (!n.IsRealised && ins.Length > 0) n.Attrs?.AddTo(ref h);
+        if ((!n.IsRealised && ins.Length > 0) || n.Attrs is FillAttrs) n.Attrs?.AddTo(ref h);
         foreach (int id in ids) h.Add(id);
         int me = number.Count;
         number[n] = me;

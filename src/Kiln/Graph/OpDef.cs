@@ -132,6 +132,16 @@ internal sealed record CrossEntropyAttrs(int IgnoreIndex, double LabelSmoothing)
     public override string ToString() => $"ignore_index={IgnoreIndex} label_smoothing={LabelSmoothing}";
 }
 
+/// <summary>
+/// A leaf filled with one value (Tensor.Full and the scalars of `x * 2`). The value is structure, not data:
+/// it is part of the structural hash, so passes may rely on it (x * 1 → x) and plans stay valid.
+/// </summary>
+internal sealed record FillAttrs(double Value) : IOpAttrs
+{
+    public void AddTo(ref HashCode h) => h.Add(Value);
+    public override string ToString() => $"fill {Value}";
+}
+
 /// <summary>Data of a leaf created from user values; hashed by identity class only (never by data).</summary>
 internal sealed record LeafAttrs(string Kind) : IOpAttrs
 {

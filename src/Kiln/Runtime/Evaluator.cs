@@ -1,8 +1,9 @@
-// Eval: find the unrealised ancestry of the requested outputs, schedule it in dependency levels, run the
-// independent nodes of a level in parallel, release intermediates to the buffer pool as soon as their last
-// consumer has run, and publish the requested outputs into their nodes (the tensor cache).
+// Eval: optimize the unrealised ancestry of the requested outputs (Passes/), schedule it in dependency levels,
+// run the independent nodes of a level in parallel, release intermediates to the buffer pool as soon as their
+// last consumer has run, and publish the results into the requested nodes (the tensor cache).
 using System.Diagnostics;
 using Kiln.Graph;
+using Kiln.Passes;
 
 namespace Kiln.Runtime;
 
@@ -13,13 +14,34 @@ internal static class Evaluator
     /// <summary>Kernels executed since the process started (tests count recomputation with it).</summary>
     public static long KernelRuns => Interlocked.Read(ref _kernelRuns);
 
-    public static void Evaluate(Node[] outputs)
+    public static void Evaluate(Node[] outputs) => Evaluate(outputs, optimize: !Settings.IsDisabled("optimizer"));
+
+    /// <summary>Evaluates <paramref name="outputs"/>; with <paramref name="optimize"/> off the graph runs exactly as built.</summary>
+    internal static void Evaluate(Node[] outputs, bool optimize)
     {
         bool all = true;
         foreach (var o in outputs) all &= o.IsRealised;
         if (all) return;
         var sw = Settings.Log.Contains("eval") ? Stopwatch.StartNew() : null;
-        var plan = Schedule.Build(outputs);
+        var targets = outputs;
+        if (optimize)
+        {
+            var result = GraphOptimizer.Optimize(outputs);
+            targets = result.Outputs;
+            if (Settings.Log.Contains("plan"))
+                Console.Error.WriteLine($"[kiln plan] {result.NodesBefore} -> {result.NodesAfter} nodes in {result.Sweeps} sweep(s); " +
+                    string.Join(", ", GraphOptimizer.StepNames.Select(n => $"{n} {result.Rewrites.GetValueOrDefault(n)}")));
+        }
+        // Which requested nodes receive each computed value (CSE may merge two outputs into one).
+        var publishTo = new Dictionary<Node, List<Node>>(ReferenceEqualityComparer.Instance);
+        for (int k = 0; k < outputs.Length; k++)
+        {
+            if (outputs[k].IsRealised) continue;
+            if (targets[k].Value is { } ready) { PublishView(outputs[k], ready); continue; }   // optimized to a realised node
+            if (!publishTo.TryGetValue(targets[k], out var list)) publishTo[targets[k]] = list = [];
+            if (!list.Contains(outputs[k], ReferenceEqualityComparer.Instance)) list.Add(outputs[k]);
+        }
+        var plan = Schedule.Build([.. publishTo.Keys]);
         var vals = new Realised?[plan.Nodes.Length];
         var borrowed = new bool[plan.Nodes.Length];   // value published by a concurrent Eval: not ours to release
         var remaining = (int[])plan.Consumers.Clone();
@@ -49,11 +71,13 @@ internal static class Evaluator
                     if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j] && !borrowed[j]) Release(vals[j]!);
                 if (plan.Keep[i])
                 {
-                    BufferPool.ArmReclaim(vals[i]!.Buffer);
-                    var won = plan.Nodes[i].Publish(vals[i]!);
-                    if (!ReferenceEquals(won, vals[i]) && !borrowed[i] && remaining[i] == 0) Release(vals[i]!);
-                    vals[i] = won;
-                    borrowed[i] = true;   // the node owns it now
+                    var v = vals[i]!;
+                    BufferPool.ArmReclaim(v.Buffer);
+                    var owners = publishTo[plan.Nodes[i]];
+                    var won = owners[0].Publish(v);
+                    if (!ReferenceEquals(won, v) && !borrowed[i] && remaining[i] == 0) Release(v);
+                    for (int k = 1; k < owners.Count; k++) PublishView(owners[k], v);
+                    borrowed[i] = true;   // the requested node owns it now
                 }
                 else if (remaining[i] == 0 && !borrowed[i]) Release(vals[i]!);
             }
@@ -110,6 +134,13 @@ internal static class Evaluator
             result = narrowed;
         }
         return result;
+    }
+
+    /// <summary>Publishes a view of <paramref name="value"/> (its own user of the buffer) into <paramref name="node"/>.</summary>
+    private static void PublishView(Node node, Realised value)
+    {
+        var view = new Realised(value.Buffer, value.Offset, value.Shape, value.Strides);
+        if (!ReferenceEquals(node.Publish(view), view)) Release(view);
     }
 
     internal static void Release(Realised r)

@@ -1,5 +1,6 @@
 // Creating tensors from data: arrays, fills, ranges and seeded random draws. These are leaves that hold
 // their value from the start.
+using Kiln.Graph;
 using Kiln.Runtime;
 
 namespace Kiln;
@@ -45,7 +46,7 @@ public sealed partial class Tensor
             Array.Fill(vals, value);
             Cpu.Convert.WriteDoubles(vals, r);
         }
-        return FromRealised(r, device ?? Device.Default, "full");
+        return new Tensor(new Node(OpTable.Constant, [], new FillAttrs(value), r.Shape, dtype, device ?? Device.Default, r));
     }
 
     public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null) => Full(shape, 0, dtype, device);

@@ -1,0 +1,144 @@
+// The graph optimizer: rebuilds the unrealised part of a graph bottom-up, applying every enabled pass to
+// each node (inputs first, so patterns see optimized inputs) and merging structurally equal nodes (CSE),
+// until a whole sweep changes nothing. Nodes are never edited: the result is a new set of output nodes.
+// Dead code never survives, since only what the outputs reach is rebuilt.
+using System.Runtime.CompilerServices;
+using Kiln.Graph;
+
+namespace Kiln.Passes;
+
+internal sealed record OptimizeResult(Node[] Outputs, Dictionary<string, int> Rewrites, int Sweeps, int NodesBefore, int NodesAfter);
+
+internal static class GraphOptimizer
+{
+    private const int MaxSweeps = 8;
+    private const int MaxLocalRewrites = 16;
+
+    /// <summary>The passes in the order they are tried on each node.</summary>
+    private static readonly IRewritePass[] Passes = [new SimplifyPass()];
+
+    /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
+    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse");
+
+    public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null)
+    {
+        enabled ??= name => !Settings.IsDisabled(name);
+        var passes = Passes.Where(p => enabled(p.Name)).ToArray();
+        bool cse = enabled("cse");
+        var counts = new Dictionary<string, int>();
+        int before = CountUnrealised(outputs);
+        var current = outputs;
+        int sweeps = 0;
+        while (sweeps < MaxSweeps)
+        {
+            sweeps++;
+            int rewrites = 0;
+            current = Sweep(current, passes, cse, counts, ref rewrites);
+            if (rewrites == 0) break;
+        }
+        for (int i = 0; i < outputs.Length; i++)
+            if (!Shapes.Equal(current[i].Shape, outputs[i].Shape) || current[i].DType != outputs[i].DType)
+                throw new InvalidOperationException($"internal: optimizing {outputs[i]} gave {current[i]} (shape or dtype changed)");
+        return new OptimizeResult(current, counts, sweeps, before, CountUnrealised(current));
+    }
+
+    private static Node[] Sweep(Node[] outputs, IRewritePass[] passes, bool cse, Dictionary<string, int> counts, ref int rewrites)
+    {
+        var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
+        var canonical = new Dictionary<NodeKey, Node>();
+        foreach (var n in TopologicalUnrealised(outputs))
+        {
+            var ins = n.InputArray;
+            Node[]? mapped = null;
+            for (int k = 0; k < ins.Length; k++)
+                if (map.TryGetValue(ins[k], out var m) && !ReferenceEquals(m, ins[k]))
+                    (mapped ??= (Node[])ins.Clone())[k] = m;
+            var node = mapped is null ? n : new Node(n.Op, mapped, n.Attrs, n.Shape, n.DType, n.Device);
+            for (int step = 0; step < MaxLocalRewrites; step++)
+            {
+                Node? next = null;
+                foreach (var p in passes)
+                {
+                    next = p.Rewrite(node);
+                    if (next is null) continue;
+                    if (!Shapes.Equal(next.Shape, node.Shape) || next.DType != node.DType)
+                        throw new InvalidOperationException($"internal: pass {p.Name} rewrote {node} to {next} (shape or dtype changed)");
+                    Count(counts, p.Name); rewrites++;
+                    break;
+                }
+                if (next is null) break;
+                node = next;
+            }
+            if (cse && !node.IsRealised && node.InputArray.Length > 0)
+            {
+                var key = new NodeKey(node);
+                if (canonical.TryGetValue(key, out var same)) { node = same; Count(counts, "cse"); rewrites++; }
+                else canonical[key] = node;
+            }
+            map[n] = node;
+        }
+        return outputs.Select(o => map.TryGetValue(o, out var m) ? m : o).ToArray();
+    }
+
+    private static void Count(Dictionary<string, int> counts, string name) => counts[name] = counts.GetValueOrDefault(name) + 1;
+
+    /// <summary>Unrealised nodes the outputs reach, inputs before users (explicit stack: no recursion limit).</summary>
+    private static List<Node> TopologicalUnrealised(Node[] outputs)
+    {
+        var order = new List<Node>();
+        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<(Node, int)>();
+        foreach (var o in outputs)
+        {
+            if (o.IsRealised || !seen.Add(o)) continue;
+            stack.Push((o, 0));
+            while (stack.Count > 0)
+            {
+                var (n, next) = stack.Pop();
+                var ins = n.InputArray;
+                if (next < ins.Length)
+                {
+                    stack.Push((n, next + 1));
+                    if (!ins[next].IsRealised && seen.Add(ins[next])) stack.Push((ins[next], 0));
+                    continue;
+                }
+                order.Add(n);
+            }
+        }
+        return order;
+    }
+
+    private static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs).Count;
+
+    /// <summary>What makes two computed nodes interchangeable: op, attributes, the same input nodes, shape, dtype.</summary>
+    private readonly struct NodeKey(Node n) : IEquatable<NodeKey>
+    {
+        private readonly Node _n = n;
+        private readonly int _hash = Hash(n);
+
+        private static int Hash(Node n)
+        {
+            var h = new HashCode();
+            h.Add(n.Op.Name);
+            n.Attrs?.AddTo(ref h);
+            foreach (var i in n.InputArray) h.Add(RuntimeHelpers.GetHashCode(i));
+            foreach (int d in n.Shape) h.Add(d);
+            h.Add(n.DType);
+            return h.ToHashCode();
+        }
+
+        public bool Equals(NodeKey other)
+        {
+            Node a = _n, b = other._n;
+            if (!ReferenceEquals(a.Op, b.Op) || a.DType != b.DType || !Shapes.Equal(a.Shape, b.Shape)) return false;
+            if (!Equals(a.Attrs, b.Attrs)) return false;
+            var ia = a.InputArray; var ib = b.InputArray;
+            if (ia.Length != ib.Length) return false;
+            for (int i = 0; i < ia.Length; i++) if (!ReferenceEquals(ia[i], ib[i])) return false;
+            return true;
+        }
+
+        public override bool Equals(object? obj) => obj is NodeKey k && Equals(k);
+        public override int GetHashCode() => _hash;
+    }
+}
