@@ -7,7 +7,11 @@ using Kiln.Graph;
 
 namespace Kiln.Passes;
 
-internal sealed record OptimizeResult(Node[] Outputs, Dictionary<string, int> Rewrites, int Sweeps, int NodesBefore, int NodesAfter);
+internal sealed record OptimizeResult(Node[] Outputs, Dictionary<string, int> Rewrites, int Sweeps, int NodesBefore)
+{
+    /// <summary>Unrealised nodes left to run (counted on demand: it walks the graph).</summary>
+    public int NodesAfter => GraphOptimizer.CountUnrealised(Outputs);
+}
 
 internal static class GraphOptimizer
 {
@@ -26,27 +30,29 @@ internal static class GraphOptimizer
         var passes = Passes.Where(p => enabled(p.Name)).ToArray();
         bool cse = enabled("cse");
         var counts = new Dictionary<string, int>();
-        int before = CountUnrealised(outputs);
+        int before = 0;
         var current = outputs;
         int sweeps = 0;
         while (sweeps < MaxSweeps)
         {
             sweeps++;
             int rewrites = 0;
-            current = Sweep(current, passes, cse, counts, ref rewrites);
+            current = Sweep(current, passes, cse, counts, ref rewrites, ref before);
             if (rewrites == 0) break;
         }
         for (int i = 0; i < outputs.Length; i++)
             if (!Shapes.Equal(current[i].Shape, outputs[i].Shape) || current[i].DType != outputs[i].DType)
                 throw new InvalidOperationException($"internal: optimizing {outputs[i]} gave {current[i]} (shape or dtype changed)");
-        return new OptimizeResult(current, counts, sweeps, before, CountUnrealised(current));
+        return new OptimizeResult(current, counts, sweeps, before);
     }
 
-    private static Node[] Sweep(Node[] outputs, IRewritePass[] passes, bool cse, Dictionary<string, int> counts, ref int rewrites)
+    private static Node[] Sweep(Node[] outputs, IRewritePass[] passes, bool cse, Dictionary<string, int> counts, ref int rewrites, ref int firstCount)
     {
         var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
         var canonical = new Dictionary<NodeKey, Node>();
-        foreach (var n in TopologicalUnrealised(outputs))
+        var order = TopologicalUnrealised(outputs);
+        if (firstCount == 0) firstCount = order.Count;
+        foreach (var n in order)
         {
             var ins = n.InputArray;
             Node[]? mapped = null;
@@ -108,7 +114,7 @@ internal static class GraphOptimizer
         return order;
     }
 
-    private static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs).Count;
+    internal static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs).Count;
 
     /// <summary>What makes two computed nodes interchangeable: op, attributes, the same input nodes, shape, dtype.</summary>
     private readonly struct NodeKey(Node n) : IEquatable<NodeKey>
