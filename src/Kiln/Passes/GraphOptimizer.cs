@@ -24,8 +24,10 @@ internal static class GraphOptimizer
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
     public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse");
 
-    public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null)
+    /// <param name="isInput">Which nodes are fixed inputs (default: realised ones); the plan passes its slots.</param>
+    public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null, Func<Node, bool>? isInput = null)
     {
+        isInput ??= n => n.IsRealised;
         enabled ??= name => !Settings.IsDisabled(name);
         var passes = Passes.Where(p => enabled(p.Name)).ToArray();
         bool cse = enabled("cse");
@@ -37,7 +39,7 @@ internal static class GraphOptimizer
         {
             sweeps++;
             int rewrites = 0;
-            current = Sweep(current, passes, cse, counts, ref rewrites, ref before);
+            current = Sweep(current, passes, cse, isInput, counts, ref rewrites, ref before);
             if (rewrites == 0) break;
         }
         for (int i = 0; i < outputs.Length; i++)
@@ -46,11 +48,11 @@ internal static class GraphOptimizer
         return new OptimizeResult(current, counts, sweeps, before);
     }
 
-    private static Node[] Sweep(Node[] outputs, IRewritePass[] passes, bool cse, Dictionary<string, int> counts, ref int rewrites, ref int firstCount)
+    private static Node[] Sweep(Node[] outputs, IRewritePass[] passes, bool cse, Func<Node, bool> isInput, Dictionary<string, int> counts, ref int rewrites, ref int firstCount)
     {
         var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
         var canonical = new Dictionary<NodeKey, Node>();
-        var order = TopologicalUnrealised(outputs);
+        var order = TopologicalUnrealised(outputs, isInput);
         if (firstCount == 0) firstCount = order.Count;
         foreach (var n in order)
         {
@@ -65,7 +67,7 @@ internal static class GraphOptimizer
                 Node? next = null;
                 foreach (var p in passes)
                 {
-                    next = p.Rewrite(node);
+                    next = p.Rewrite(node, isInput);
                     if (next is null) continue;
                     if (!Shapes.Equal(next.Shape, node.Shape) || next.DType != node.DType)
                         throw new InvalidOperationException($"internal: pass {p.Name} rewrote {node} to {next} (shape or dtype changed)");
@@ -75,7 +77,7 @@ internal static class GraphOptimizer
                 if (next is null) break;
                 node = next;
             }
-            if (cse && !node.IsRealised && node.InputArray.Length > 0)
+            if (cse && !isInput(node) && node.InputArray.Length > 0)
             {
                 var key = new NodeKey(node);
                 if (canonical.TryGetValue(key, out var same)) { node = same; Count(counts, "cse"); rewrites++; }
@@ -89,14 +91,14 @@ internal static class GraphOptimizer
     private static void Count(Dictionary<string, int> counts, string name) => counts[name] = counts.GetValueOrDefault(name) + 1;
 
     /// <summary>Unrealised nodes the outputs reach, inputs before users (explicit stack: no recursion limit).</summary>
-    private static List<Node> TopologicalUnrealised(Node[] outputs)
+    private static List<Node> TopologicalUnrealised(Node[] outputs, Func<Node, bool> isInput)
     {
         var order = new List<Node>();
         var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         var stack = new Stack<(Node, int)>();
         foreach (var o in outputs)
         {
-            if (o.IsRealised || !seen.Add(o)) continue;
+            if (isInput(o) || !seen.Add(o)) continue;
             stack.Push((o, 0));
             while (stack.Count > 0)
             {
@@ -105,7 +107,7 @@ internal static class GraphOptimizer
                 if (next < ins.Length)
                 {
                     stack.Push((n, next + 1));
-                    if (!ins[next].IsRealised && seen.Add(ins[next])) stack.Push((ins[next], 0));
+                    if (!isInput(ins[next]) && seen.Add(ins[next])) stack.Push((ins[next], 0));
                     continue;
                 }
                 order.Add(n);
@@ -114,7 +116,7 @@ internal static class GraphOptimizer
         return order;
     }
 
-    internal static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs).Count;
+    internal static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs, n => n.IsRealised).Count;
 
     /// <summary>What makes two computed nodes interchangeable: op, attributes, the same input nodes, shape, dtype.</summary>
     private readonly struct NodeKey(Node n) : IEquatable<NodeKey>

@@ -9,29 +9,27 @@ internal sealed class SimplifyPass : IRewritePass
 {
     public string Name => "simplify";
 
-    public Node? Rewrite(Node n)
+    public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
+        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
         var ins = n.InputArray;
         if (ReferenceEquals(n.Op, OpTable.Mul)) return KeepIfIdentity(n, ins[0], ins[1], 1) ?? KeepIfIdentity(n, ins[1], ins[0], 1);
         if (ReferenceEquals(n.Op, OpTable.Add)) return KeepIfIdentity(n, ins[0], ins[1], 0) ?? KeepIfIdentity(n, ins[1], ins[0], 0);
         if (ReferenceEquals(n.Op, OpTable.Sub)) return KeepIfIdentity(n, ins[0], ins[1], 0);
         if (ReferenceEquals(n.Op, OpTable.Div)) return KeepIfIdentity(n, ins[0], ins[1], 1);
         if (ReferenceEquals(n.Op, OpTable.Neg) && ReferenceEquals(ins[0].Op, OpTable.Neg) && Computed(ins[0])) return ins[0].InputArray[0];
-        if (ReferenceEquals(n.Op, OpTable.Permute)) return Permute(n, ins[0]);
-        if (ReferenceEquals(n.Op, OpTable.Reshape)) return Reshape(n, ins[0]);
+        if (ReferenceEquals(n.Op, OpTable.Permute)) return Permute(n, ins[0], Computed);
+        if (ReferenceEquals(n.Op, OpTable.Reshape)) return Reshape(n, ins[0], Computed);
         if (ReferenceEquals(n.Op, OpTable.Expand_) && Shapes.Equal(ins[0].Shape, n.Shape)) return ins[0];
-        if (ReferenceEquals(n.Op, OpTable.Cast)) return Cast(n, ins[0]);
+        if (ReferenceEquals(n.Op, OpTable.Cast)) return Cast(n, ins[0], Computed);
         return null;
     }
-
-    /// <summary>An unrealised computed node: its inputs are still what it will be computed from.</summary>
-    private static bool Computed(Node n) => n.InputArray.Length > 0 && !n.IsRealised;
 
     /// <summary>x when <paramref name="other"/> is a fill of <paramref name="identity"/> that changes neither shape nor dtype.</summary>
     private static Node? KeepIfIdentity(Node n, Node x, Node other, double identity) =>
         other.Attrs is FillAttrs f && f.Value == identity && Shapes.Equal(x.Shape, n.Shape) && x.DType == n.DType ? x : null;
 
-    private static Node? Permute(Node n, Node x)
+    private static Node? Permute(Node n, Node x, Func<Node, bool> Computed)
     {
         var perm = ((ShapeAttrs)n.Attrs!).Shape;
         if (perm.Select((p, i) => p == i).All(b => b)) return x;
@@ -44,7 +42,7 @@ internal sealed class SimplifyPass : IRewritePass
         return new Node(OpTable.Permute, [y], new ShapeAttrs(composed), n.Shape, n.DType, n.Device);
     }
 
-    private static Node? Reshape(Node n, Node x)
+    private static Node? Reshape(Node n, Node x, Func<Node, bool> Computed)
     {
         if (Shapes.Equal(x.Shape, n.Shape)) return x;
         if (!ReferenceEquals(x.Op, OpTable.Reshape) || !Computed(x)) return null;
@@ -52,7 +50,7 @@ internal sealed class SimplifyPass : IRewritePass
         return Shapes.Equal(y.Shape, n.Shape) ? y : new Node(OpTable.Reshape, [y], n.Attrs, n.Shape, n.DType, n.Device);
     }
 
-    private static Node? Cast(Node n, Node x)
+    private static Node? Cast(Node n, Node x, Func<Node, bool> Computed)
     {
         if (x.DType == n.DType) return x;
         if (!ReferenceEquals(x.Op, OpTable.Cast) || !Computed(x)) return null;

@@ -1,7 +1,6 @@
 // Eval: optimize the unrealised ancestry of the requested outputs (Passes/), schedule it in dependency levels,
 // run the independent nodes of a level in parallel, release intermediates to the buffer pool as soon as their
 // last consumer has run, and publish the results into the requested nodes (the tensor cache).
-using System.Diagnostics;
 using Kiln.Graph;
 using Kiln.Passes;
 
@@ -22,28 +21,23 @@ internal static class Evaluator
         bool all = true;
         foreach (var o in outputs) all &= o.IsRealised;
         if (all) return;
-        var sw = Settings.Log.Contains("eval") ? Stopwatch.StartNew() : null;
-        var targets = outputs;
-        if (optimize)
-        {
-            var result = GraphOptimizer.Optimize(outputs);
-            targets = result.Outputs;
-            if (Settings.Log.Contains("plan"))
-                Console.Error.WriteLine($"[kiln plan] {result.NodesBefore} -> {result.NodesAfter} nodes in {result.Sweeps} sweep(s); " +
-                    string.Join(", ", GraphOptimizer.StepNames.Select(n => $"{n} {result.Rewrites.GetValueOrDefault(n)}")));
-        }
-        // Which requested nodes receive each computed value (CSE may merge two outputs into one).
-        var publishTo = new Dictionary<Node, List<Node>>(ReferenceEqualityComparer.Instance);
-        for (int k = 0; k < outputs.Length; k++)
-        {
-            if (outputs[k].IsRealised) continue;
-            if (targets[k].Value is { } ready) { PublishView(outputs[k], ready); continue; }   // optimized to a realised node
-            if (!publishTo.TryGetValue(targets[k], out var list)) publishTo[targets[k]] = list = [];
-            if (!list.Contains(outputs[k], ReferenceEqualityComparer.Instance)) list.Add(outputs[k]);
-        }
-        var plan = Schedule.Build([.. publishTo.Keys]);
+        var sw = Settings.Log.Contains("eval") ? System.Diagnostics.Stopwatch.StartNew() : null;
+        var walk = PlanKey.Build(outputs, optimize);
+        var plan = PlanCache.Get(walk, optimize, out bool hit);
+        if (!hit && plan.Optimization is { } r && Settings.Log.Contains("plan"))
+            Console.Error.WriteLine($"[kiln plan] new plan: {r.NodesBefore} nodes -> {plan.Nodes.Length} kernels in {plan.Levels.Length} levels, " +
+                $"{r.Sweeps} sweep(s); " + string.Join(", ", GraphOptimizer.StepNames.Select(n => $"{n} {r.Rewrites.GetValueOrDefault(n)}")));
+        Run(plan, walk.SlotValues, walk.Requested);
+        if (sw is not null)
+            Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} kernels in {plan.Levels.Length} levels, plan {(hit ? "hit" : "miss")}, {sw.Elapsed.TotalMicroseconds:F0} µs");
+    }
+
+    /// <summary>Runs a plan with its inputs bound to <paramref name="slots"/>; publishes into <paramref name="requested"/>.</summary>
+    private static void Run(Plan plan, Realised[] slots, Node[] requested)
+    {
+        for (int k = 0; k < requested.Length; k++)
+            if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);   // optimized to an input
         var vals = new Realised?[plan.Nodes.Length];
-        var borrowed = new bool[plan.Nodes.Length];   // value published by a concurrent Eval: not ours to release
         var remaining = (int[])plan.Consumers.Clone();
         bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1;
         foreach (var level in plan.Levels)
@@ -53,7 +47,7 @@ internal static class Evaluator
                 try
                 {
                     System.Threading.Tasks.Parallel.ForEach(level, new ParallelOptions { MaxDegreeOfParallelism = Settings.Threads },
-                        i => vals[i] = Run(plan, i, vals, borrowed));
+                        i => vals[i] = RunNode(plan, i, vals, slots));
                 }
                 catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
                 {
@@ -62,43 +56,39 @@ internal static class Evaluator
                 }
             }
             else
-                foreach (int i in level) vals[i] = Run(plan, i, vals, borrowed);
+                foreach (int i in level) vals[i] = RunNode(plan, i, vals, slots);
 
             // Release what this level consumed last (bookkeeping after the level, so no thread races a reader).
             foreach (int i in level)
             {
+                var owners = plan.OwnersOf[i];
                 foreach (int j in plan.Inputs[i])
-                    if (j >= 0 && --remaining[j] == 0 && !plan.Keep[j] && !borrowed[j]) Release(vals[j]!);
-                if (plan.Keep[i])
-                {
-                    var v = vals[i]!;
-                    BufferPool.ArmReclaim(v.Buffer);
-                    var owners = publishTo[plan.Nodes[i]];
-                    var won = owners[0].Publish(v);
-                    if (!ReferenceEquals(won, v) && !borrowed[i] && remaining[i] == 0) Release(v);
-                    for (int k = 1; k < owners.Count; k++) PublishView(owners[k], v);
-                    borrowed[i] = true;   // the requested node owns it now
-                }
-                else if (remaining[i] == 0 && !borrowed[i]) Release(vals[i]!);
+                    if (j >= 0 && --remaining[j] == 0 && plan.OwnersOf[j].Length == 0) Release(vals[j]!);
+                if (owners.Length > 0) Publish(vals[i]!, owners, requested, remaining[i]);
+                else if (remaining[i] == 0) Release(vals[i]!);
             }
         }
-        if (sw is not null)
-            Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} nodes in {plan.Levels.Length} levels, {sw.Elapsed.TotalMicroseconds:F0} µs");
     }
 
-    private static Realised Run(Schedule plan, int i, Realised?[] vals, bool[] borrowed)
+    /// <summary>Gives a computed value to the requested nodes it answers: the first takes it, others get views.</summary>
+    private static void Publish(Realised v, int[] owners, Node[] requested, int stillNeeded)
     {
-        var node = plan.Nodes[i];
-        if (node.Value is { } done) { borrowed[i] = true; return done; }   // another thread's Eval got there first
-        var ins = plan.InputNodes[i];
-        var inputs = new Realised[ins.Length];
-        for (int k = 0; k < ins.Length; k++)
-        {
-            int j = plan.Inputs[i][k];
-            inputs[k] = (j >= 0 ? vals[j] : ins[k].Value)
-                ?? throw new InvalidOperationException($"internal: input {k} of {node} has no value");
-        }
-        return Execute(node, inputs);
+        BufferPool.ArmReclaim(v.Buffer);
+        var won = requested[owners[0]].Publish(v);
+        // Lost a race with a concurrent Eval of the same node: ours is garbage once this plan is done with it.
+        // (Kept to the GC if later plan nodes still read it.)
+        if (!ReferenceEquals(won, v) && stillNeeded == 0) Release(v);
+        for (int k = 1; k < owners.Length; k++) PublishView(requested[owners[k]], v);
+    }
+
+    private static Realised RunNode(Plan plan, int i, Realised?[] vals, Realised[] slots)
+    {
+        var codes = plan.Inputs[i];
+        var inputs = new Realised[codes.Length];
+        for (int k = 0; k < codes.Length; k++)
+            inputs[k] = (codes[k] >= 0 ? vals[codes[k]] : slots[~codes[k]])
+                ?? throw new InvalidOperationException($"internal: input {k} of {plan.Nodes[i]} has no value");
+        return Execute(plan.Nodes[i], inputs);
     }
 
     /// <summary>Runs one node's CPU kernel, widening bf16/f16 to fp32 around kernels that compute in fp32.</summary>

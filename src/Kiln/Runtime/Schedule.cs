@@ -13,15 +13,16 @@ internal sealed class Schedule
     public required bool[] Keep;           // requested outputs: published into their nodes
     public required int[][] Levels;
 
-    public static Schedule Build(Node[] outputs)
+    public static Schedule Build(Node[] outputs, Func<Node, bool>? isInput = null)
     {
+        isInput ??= n => n.IsRealised;
         var index = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         var order = new List<Node>();
         var inputsOf = new List<Node[]>();
         var stack = new Stack<(Node Node, Node[] Inputs, int Next)>();
         foreach (var root in outputs)
         {
-            if (root.IsRealised || index.ContainsKey(root)) continue;
+            if (isInput(root) || index.ContainsKey(root)) continue;
             stack.Push((root, root.InputArray, 0));
             index[root] = -1;   // on the stack
             while (stack.Count > 0)
@@ -31,7 +32,7 @@ internal sealed class Schedule
                 {
                     stack.Push((n, ins, next + 1));
                     var c = ins[next];
-                    if (!c.IsRealised && !index.ContainsKey(c)) { index[c] = -1; stack.Push((c, c.InputArray, 0)); }
+                    if (!isInput(c) && !index.ContainsKey(c)) { index[c] = -1; stack.Push((c, c.InputArray, 0)); }
                     continue;
                 }
                 index[n] = order.Count;

@@ -1,0 +1,58 @@
+// A plan: the optimized, scheduled form of one graph structure, reusable for every graph with the same
+// PlanKey. Its nodes are templates (op, attributes, shape, dtype for the kernels; their inputs are
+// value-less placeholders), so a cached plan holds no user data. Inputs are bound per run as slot values.
+using Kiln.Graph;
+using Kiln.Passes;
+
+namespace Kiln.Runtime;
+
+internal sealed class Plan
+{
+    public required Node[] Nodes;       // templates, topological
+    public required int[][] Inputs;     // >= 0: index into Nodes; < 0: slot ~code
+    public required int[] Consumers;    // uses by later plan nodes
+    public required int[][] Levels;
+    public required int[] Outputs;      // per requested node: index into Nodes, or ~slot when it optimized to an input
+    public required int[][] OwnersOf;   // per plan node: the requested-node positions it is published to
+    /// <summary>What the optimizer did (for KILN_LOG=plan); no nodes, so the plan holds no user data.</summary>
+    public (int NodesBefore, int Sweeps, Dictionary<string, int> Rewrites)? Optimization;
+
+    /// <summary>Builds the plan for the graph a key walk saw: optimize, schedule, swap in placeholder inputs.</summary>
+    public static Plan Build(PlanKey.Walk walk, bool optimize)
+    {
+        // The graph as the key walk saw it: its slots are the inputs, even if another thread has realised
+        // more of it since (those nodes are computed again rather than changing the plan's shape).
+        var slotOf = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        for (int s = 0; s < walk.SlotNodes.Length; s++) slotOf[walk.SlotNodes[s]] = s;
+        bool IsInput(Node n) => slotOf.ContainsKey(n);
+        OptimizeResult? opt = optimize ? GraphOptimizer.Optimize(walk.Requested, isInput: IsInput) : null;
+        var targets = opt?.Outputs ?? walk.Requested;
+        var sched = Schedule.Build(targets.Where(t => !IsInput(t)).ToArray(), IsInput);
+        var index = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < sched.Nodes.Length; i++) index[sched.Nodes[i]] = i;
+        int Code(Node n) => index.TryGetValue(n, out int i) ? i
+            : slotOf.TryGetValue(n, out int s) ? ~s
+            : throw new InvalidOperationException($"internal: plan input {n} is neither computed nor a slot");
+
+        var nodes = new Node[sched.Nodes.Length];
+        var inputs = new int[nodes.Length][];
+        for (int i = 0; i < nodes.Length; i++)
+        {
+            var n = sched.Nodes[i];
+            var ins = sched.InputNodes[i];
+            inputs[i] = ins.Select(Code).ToArray();
+            var placeholders = ins.Select(x => new Node(OpTable.Constant, [], null, x.Shape, x.DType, x.Device)).ToArray();
+            nodes[i] = new Node(n.Op, placeholders, n.Attrs, n.Shape, n.DType, n.Device);
+        }
+        var outputs = targets.Select(Code).ToArray();
+        var owners = new List<int>[nodes.Length];
+        for (int k = 0; k < outputs.Length; k++)
+            if (outputs[k] >= 0) (owners[outputs[k]] ??= []).Add(k);
+        return new Plan
+        {
+            Nodes = nodes, Inputs = inputs, Consumers = sched.Consumers, Levels = sched.Levels, Outputs = outputs,
+            OwnersOf = owners.Select(o => o?.ToArray() ?? []).ToArray(),
+            Optimization = opt is null ? null : (opt.NodesBefore, opt.Sweeps, opt.Rewrites),
+        };
+    }
+}

@@ -1,0 +1,99 @@
+// The structural key of an Eval: ops, attributes, shapes, dtypes and topology of the unrealised graph, with
+// realised nodes as numbered input slots (shape and dtype only; fill constants also by value). Never data.
+// Walking the graph for the key also collects the slot values the plan will be run with.
+using System.Runtime.CompilerServices;
+using Kiln.Graph;
+
+namespace Kiln.Runtime;
+
+internal sealed class PlanKey : IEquatable<PlanKey>
+{
+    private readonly int[] _codes;
+    private readonly object?[] _refs;   // OpDef (by reference) and attributes (by value), in walk order
+    private readonly int _hash;
+
+    private PlanKey(int[] codes, object?[] refs)
+    {
+        _codes = codes; _refs = refs;
+        var h = new HashCode();
+        foreach (int c in codes) h.Add(c);
+        foreach (var r in refs) h.Add(r is OpDef op ? RuntimeHelpers.GetHashCode(op) : r?.GetHashCode() ?? 0);
+        _hash = h.ToHashCode();
+    }
+
+    /// <summary>The walk's result: the key, the slot nodes and values in slot order, and the requested nodes.</summary>
+    internal sealed record Walk(PlanKey Key, Node[] SlotNodes, Realised[] SlotValues, Node[] Requested);
+
+    public static Walk Build(Node[] outputs, bool optimize)
+    {
+        var codes = new List<int>(64) { optimize ? 1 : 0 };
+        var refs = new List<object?>(32);
+        var id = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        var slotNodes = new List<Node>();
+        var slotValues = new List<Realised>();
+        var requested = new List<Node>();
+        var stack = new Stack<(Node Node, int Next)>();
+        int finished = 0;
+        foreach (var root in outputs)
+        {
+            if (root.IsRealised) continue;
+            if (!id.ContainsKey(root)) Visit(root);
+            requested.Add(root);
+        }
+        codes.Add(-2);
+        foreach (var r in requested) codes.Add(id[r]);
+        return new Walk(new PlanKey([.. codes], [.. refs]), [.. slotNodes], [.. slotValues], [.. requested]);
+
+        void Visit(Node root)
+        {
+            stack.Push((root, 0));
+            id[root] = -1;
+            while (stack.Count > 0)
+            {
+                var (n, next) = stack.Pop();
+                // A node realised now is a slot, whatever it was when first seen (another thread may publish it).
+                var value = n.Value;
+                var ins = value is null ? n.InputArray : [];
+                if (next < ins.Length)
+                {
+                    stack.Push((n, next + 1));
+                    var c = ins[next];
+                    if (!id.ContainsKey(c)) { id[c] = -1; stack.Push((c, 0)); }
+                    continue;
+                }
+                if (value is not null)
+                {
+                    codes.Add(-1);
+                    refs.Add(n.Attrs as FillAttrs);
+                    slotNodes.Add(n);
+                    slotValues.Add(value);
+                }
+                else
+                {
+                    codes.Add(ins.Length);
+                    foreach (var i in ins) codes.Add(id[i]);
+                    refs.Add(n.Op);
+                    refs.Add(n.Attrs);
+                }
+                codes.Add((int)n.DType);
+                codes.Add(n.Shape.Length);
+                foreach (int d in n.Shape) codes.Add(d);
+                id[n] = finished++;   // ids in completion order: inputs before users
+            }
+        }
+    }
+
+    public bool Equals(PlanKey? other)
+    {
+        if (other is null || other._hash != _hash || !_codes.AsSpan().SequenceEqual(other._codes) || _refs.Length != other._refs.Length) return false;
+        for (int i = 0; i < _refs.Length; i++)
+        {
+            object? a = _refs[i], b = other._refs[i];
+            if (a is OpDef ? !ReferenceEquals(a, b) : !Equals(a, b)) return false;
+        }
+        return true;
+    }
+
+    public override bool Equals(object? obj) => Equals(obj as PlanKey);
+    public override int GetHashCode() => _hash;
+}
