@@ -148,3 +148,20 @@ internal sealed record LeafAttrs(string Kind) : IOpAttrs
     public void AddTo(ref HashCode h) => h.Add(Kind);
     public override string ToString() => Kind;
 }
+
+/// <summary>One step of a fused elementwise program: op applied to operands (≥ 0: an earlier step, &lt; 0: input ~k).</summary>
+internal readonly record struct FusedInstruction(OpDef Op, int A, int B);
+
+/// <summary>A fused elementwise group as a program; the last step is the result.</summary>
+internal sealed record FusedProgram(FusedInstruction[] Steps) : IOpAttrs
+{
+    public void AddTo(ref HashCode h)
+    {
+        foreach (var s in Steps) { h.Add(s.Op.Name); h.Add(s.A); h.Add(s.B); }
+    }
+    public bool Equals(FusedProgram? o) => o is not null && Steps.AsSpan().SequenceEqual(o.Steps);
+    public override int GetHashCode() { var h = new HashCode(); AddTo(ref h); return h.ToHashCode(); }
+    public override string ToString() => string.Join("; ", Steps.Select((s, i) =>
+        $"t{i}={s.Op.Name}({Operand(s.A)}{(s.Op.Arity > 1 ? "," + Operand(s.B) : "")})"));
+    private static string Operand(int c) => c >= 0 ? $"t{c}" : $"in{~c}";
+}

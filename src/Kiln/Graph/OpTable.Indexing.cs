@@ -153,4 +153,10 @@ public static partial class OpTable
             throw ShapeRules.Error("cross_entropy", "logits must be (N, classes) and targets (N,)", i);
         return ([], i[0].DType);
     }
+
+    // ---------------- made by the optimizer ----------------
+    /// <summary>A fused group of elementwise ops (Passes/ElementwiseFusion); never built by users, so no gradient.</summary>
+    public static readonly OpDef FusedElementwise = new("fused_elementwise", -1, FusionClass.Elementwise,
+        (i, _) => throw new InvalidOperationException("fused_elementwise nodes are made by the optimizer"),
+        (x, n) => FusedKernel.Run(x, n), null);
 }

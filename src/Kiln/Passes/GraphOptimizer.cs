@@ -22,7 +22,7 @@ internal static class GraphOptimizer
     private static readonly IRewritePass[] Passes = [new SimplifyPass()];
 
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
-    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse");
+    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name);
 
     /// <param name="isInput">Which nodes are fixed inputs (default: realised ones); the plan passes its slots.</param>
     public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null, Func<Node, bool>? isInput = null)
@@ -41,6 +41,12 @@ internal static class GraphOptimizer
             int rewrites = 0;
             current = Sweep(current, passes, cse, isInput, counts, ref rewrites, ref before);
             if (rewrites == 0) break;
+        }
+        // Fusion needs the final graph's consumer counts, so it runs once the rewrites have settled.
+        if (enabled(ElementwiseFusion.Name))
+        {
+            current = ElementwiseFusion.Apply(current, isInput, out int groups);
+            if (groups > 0) counts[ElementwiseFusion.Name] = groups;
         }
         for (int i = 0; i < outputs.Length; i++)
             if (!Shapes.Equal(current[i].Shape, outputs[i].Shape) || current[i].DType != outputs[i].DType)
