@@ -22,7 +22,8 @@ if (args.Length > 0 && args[0] == "table")
     string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
     var fast = Selected().Select(r => r.Measure()).ToList();
     var single = RunChild("KILN_THREADS", "1");
-    Console.WriteLine(Report.Markdown(fast, single, peer is null ? null : Report.LoadPeer(peer)));
+    var unfused = RunChild("KILN_DISABLE", "fusion");
+    Console.WriteLine(Report.Markdown(fast, single, unfused, peer is null ? null : Report.LoadPeer(peer)));
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(CpuRows).Assembly).Run(args);
