@@ -47,22 +47,24 @@ internal static class FusedKernel
         long n = Shapes.Numel(shape);
         var o = Realised.Contiguous(BufferPool.Rent(node.DType, n), shape);
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
-        long blocks = (n + Block - 1) / Block;
+        int width = (int)Math.Min(Block, Math.Max(n, 1));
+        long blocks = (n + width - 1) / width;
         Par.For(blocks, Par.ThreadsFor(n * steps.Length, 1 << 14), (b0, b1) =>
         {
-            var scratch = new T[(steps.Length + inputs.Length) * Block];
+            // One block-sized temporary per step and input (small graphs use small blocks).
+            var scratch = new T[(steps.Length + inputs.Length) * width];
             var output = o.Span<T>();
             for (long b = b0; b < b1; b++)
             {
-                long start = b * Block;
-                int len = (int)Math.Min(Block, n - start);
+                long start = b * width;
+                int len = (int)Math.Min(width, n - start);
                 for (int i = 0; i < steps.Length; i++)
                 {
                     var s = steps[i];
-                    Span<T> dst = i == steps.Length - 1 ? output.Slice((int)start, len) : scratch.AsSpan(i * Block, len);
-                    ReadOnlySpan<T> a = Operand(s.A, start, len, scratch, steps.Length, readers);
+                    Span<T> dst = i == steps.Length - 1 ? output.Slice((int)start, len) : scratch.AsSpan(i * width, len);
+                    ReadOnlySpan<T> a = Operand(s.A, start, len, width, scratch, steps.Length, readers);
                     if (maps[i] is { } map) { map(a, dst); continue; }
-                    ReadOnlySpan<T> c = Operand(s.B, start, len, scratch, steps.Length, readers);
+                    ReadOnlySpan<T> c = Operand(s.B, start, len, width, scratch, steps.Length, readers);
                     if (ReferenceEquals(s.Op, OpTable.Add)) TensorPrimitives.Add(a, c, dst);
                     else if (ReferenceEquals(s.Op, OpTable.Sub)) TensorPrimitives.Subtract(a, c, dst);
                     else if (ReferenceEquals(s.Op, OpTable.Mul)) TensorPrimitives.Multiply(a, c, dst);
@@ -76,11 +78,11 @@ internal static class FusedKernel
         return o;
     }
 
-    private static ReadOnlySpan<T> Operand<T>(int code, long start, int len, T[] scratch, int steps, InputReader[] readers) where T : unmanaged
+    private static ReadOnlySpan<T> Operand<T>(int code, long start, int len, int width, T[] scratch, int steps, InputReader[] readers) where T : unmanaged
     {
-        if (code >= 0) return scratch.AsSpan(code * Block, len);
+        if (code >= 0) return scratch.AsSpan(code * width, len);
         int k = ~code;
-        return readers[k].Read(start, len, scratch.AsSpan((steps + k) * Block, Block));
+        return readers[k].Read(start, len, scratch.AsSpan((steps + k) * width, width));
     }
 
     /// <summary>Reads a block of an input broadcast to the output shape: a slice when dense, else gathered.</summary>
