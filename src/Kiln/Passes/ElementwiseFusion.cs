@@ -16,7 +16,7 @@ internal static class ElementwiseFusion
     /// <summary>Rewrites <paramref name="outputs"/>' graph with fused groups; returns the number of groups made.</summary>
     public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int groups)
     {
-        var order = Topological(outputs, isInput);
+        var order = GraphOptimizer.TopologicalUnrealised(outputs, isInput);
         var position = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < order.Count; i++) position[order[i]] = i;
         var users = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
@@ -96,30 +96,5 @@ internal static class ElementwiseFusion
             temp[n] = program.Count - 1;
         }
         return new Node(OpTable.FusedElementwise, [.. inputs], new FusedProgram([.. program]), root.Shape, root.DType, root.Device);
-    }
-
-    private static List<Node> Topological(Node[] outputs, Func<Node, bool> isInput)
-    {
-        var order = new List<Node>();
-        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(Node, int)>();
-        foreach (var o in outputs)
-        {
-            if (isInput(o) || !seen.Add(o)) continue;
-            stack.Push((o, 0));
-            while (stack.Count > 0)
-            {
-                var (n, next) = stack.Pop();
-                var ins = n.InputArray;
-                if (next < ins.Length)
-                {
-                    stack.Push((n, next + 1));
-                    if (!isInput(ins[next]) && seen.Add(ins[next])) stack.Push((ins[next], 0));
-                    continue;
-                }
-                order.Add(n);
-            }
-        }
-        return order;
     }
 }

@@ -97,7 +97,7 @@ internal static class GraphOptimizer
     private static void Count(Dictionary<string, int> counts, string name) => counts[name] = counts.GetValueOrDefault(name) + 1;
 
     /// <summary>Unrealised nodes the outputs reach, inputs before users (explicit stack: no recursion limit).</summary>
-    private static List<Node> TopologicalUnrealised(Node[] outputs, Func<Node, bool> isInput)
+    internal static List<Node> TopologicalUnrealised(Node[] outputs, Func<Node, bool> isInput)
     {
         var order = new List<Node>();
         var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);

@@ -10,12 +10,7 @@ using Ops = Kiln.Ops;
 [Collection(nameof(Kiln.Tests.Ops.KernelCountingCollection))]
 public class ElementwiseFusionTests
 {
-    private static long Kernels(Action eval)
-    {
-        long k0 = Evaluator.KernelRuns;
-        eval();
-        return Evaluator.KernelRuns - k0;
-    }
+    private static long Kernels(Action eval) => KernelCount.Of(eval);
 
     [Fact]
     public void TenOpChainIsOneKernel()

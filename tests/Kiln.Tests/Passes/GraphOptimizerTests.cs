@@ -17,12 +17,7 @@ public class GraphOptimizerTests
         return Kernels(() => Evaluator.Evaluate(opt, optimize: false));
     }
 
-    private static long Kernels(Action eval)
-    {
-        long k0 = Evaluator.KernelRuns;
-        eval();
-        return Evaluator.KernelRuns - k0;
-    }
+    private static long Kernels(Action eval) => KernelCount.Of(eval);
 
     [Fact]
     public void CommonSubexpressionsRunOnce()
