@@ -8,7 +8,7 @@ namespace Kiln.Passes;
 
 internal static class ElementwiseFusion
 {
-    public const string Name = "fusion";
+    public const string Name = "elementwise";
 
     public static bool Fusable(Node n) =>
         FusedKernel.Supports(n.Op) && n.DType is DType.Float32 or DType.Float64 && n.InputArray.All(i => i.DType == n.DType);

@@ -19,7 +19,10 @@ internal static class GraphOptimizer
     private const int MaxLocalRewrites = 16;
 
     /// <summary>The passes in the order they are tried on each node.</summary>
-    private static readonly IRewritePass[] Passes = [new SimplifyPass()];
+    private static readonly IRewritePass[] Passes = [new SimplifyPass(), new SoftmaxRecognition(), new RmsNormRecognition()];
+
+    /// <summary>Steps that KILN_DISABLE=fusion switches off together.</summary>
+    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", ElementwiseFusion.Name];
 
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
     public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name);
@@ -28,7 +31,7 @@ internal static class GraphOptimizer
     public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null, Func<Node, bool>? isInput = null)
     {
         isInput ??= n => n.IsRealised;
-        enabled ??= name => !Settings.IsDisabled(name);
+        enabled ??= name => !Settings.IsDisabled(name) && !(FusionSteps.Contains(name) && Settings.IsDisabled("fusion"));
         var passes = Passes.Where(p => enabled(p.Name)).ToArray();
         bool cse = enabled("cse");
         var counts = new Dictionary<string, int>();

@@ -1,0 +1,99 @@
+// Recognition of ops written as primitives: softmax, log-softmax and RMSNorm spelled out with max, exp,
+// sum, mean, rsqrt, ... become the single-pass row kernels. The optimizer's CSE has already merged the
+// repeated subexpressions (the exp of a softmax is one node), so the patterns are matched by identity.
+using Kiln.Graph;
+
+namespace Kiln.Passes;
+
+internal sealed class SoftmaxRecognition : IRewritePass
+{
+    public string Name => "softmax";
+
+    public Node? Rewrite(Node n, Func<Node, bool> isInput)
+    {
+        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
+        // softmax: e / sum(e, axis, keep) with e = exp(x − max(x, axis, keep))
+        if (Is(n, OpTable.Div) && Computed(n.InputArray[0]) && Computed(n.InputArray[1]))
+        {
+            Node e = n.InputArray[0], s = n.InputArray[1];
+            if (Is(e, OpTable.Exp) && Is(s, OpTable.Sum) && ReferenceEquals(s.InputArray[0], e)
+                && ShiftedByMax(e.InputArray[0], Computed, out var x, out int axis) && KeepAxis(s, axis))
+                return new Node(OpTable.Softmax, [x], new IntAttrs(axis), n.Shape, n.DType, n.Device);
+        }
+        // log_softmax: d − log(sum(exp(d), axis, keep)) with d = x − max(x, axis, keep)
+        if (Is(n, OpTable.Sub) && Computed(n.InputArray[1]))
+        {
+            Node d = n.InputArray[0], l = n.InputArray[1];
+            if (Is(l, OpTable.Log) && Computed(l.InputArray[0]) && Is(l.InputArray[0], OpTable.Sum))
+            {
+                var s = l.InputArray[0];
+                if (Computed(s.InputArray[0]) && Is(s.InputArray[0], OpTable.Exp) && ReferenceEquals(s.InputArray[0].InputArray[0], d)
+                    && ShiftedByMax(d, Computed, out var x, out int axis) && KeepAxis(s, axis))
+                    return new Node(OpTable.LogSoftmax, [x], new IntAttrs(axis), n.Shape, n.DType, n.Device);
+            }
+        }
+        return null;
+    }
+
+    /// <summary>d = x − max(x, [axis], keepDim: true), with x shaped like d.</summary>
+    private static bool ShiftedByMax(Node d, Func<Node, bool> computed, out Node x, out int axis)
+    {
+        x = null!; axis = -1;
+        if (!computed(d) || !Is(d, OpTable.Sub)) return false;
+        Node a = d.InputArray[0], m = d.InputArray[1];
+        if (!computed(m) || !Is(m, OpTable.Max) || !ReferenceEquals(m.InputArray[0], a) || !Shapes.Equal(a.Shape, d.Shape)) return false;
+        if (m.Attrs is not AxesAttrs { KeepDim: true, Axes.Length: 1 } ax) return false;
+        x = a; axis = ax.Axes[0];
+        return true;
+    }
+
+    private static bool KeepAxis(Node reduction, int axis) => reduction.Attrs is AxesAttrs { KeepDim: true, Axes: [var a] } && a == axis;
+
+    internal static bool Is(Node n, OpDef op) => ReferenceEquals(n.Op, op);
+}
+
+internal sealed class RmsNormRecognition : IRewritePass
+{
+    public string Name => "rmsnorm";
+
+    /// <summary>x · rsqrt(mean(x², -1, keep) + eps) · w (any order of the two products) → rms_norm(x, w, eps).</summary>
+    public Node? Rewrite(Node n, Func<Node, bool> isInput)
+    {
+        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
+        if (!SoftmaxRecognition.Is(n, OpTable.Mul)) return null;
+        foreach (var (inner, w) in Orders(n))
+        {
+            if (!Computed(inner) || !SoftmaxRecognition.Is(inner, OpTable.Mul) || w.Shape.Length != 1) continue;
+            foreach (var (x, r) in Orders(inner))
+                if (Shapes.Equal(x.Shape, n.Shape) && x.Shape.Length > 0 && w.Shape[0] == x.Shape[^1] && w.DType == x.DType
+                    && InverseRms(r, x, Computed, out double eps))
+                    return new Node(OpTable.RmsNorm, [x, w], new NormAttrs(eps), n.Shape, n.DType, n.Device);
+        }
+        return null;
+    }
+
+    private static IEnumerable<(Node, Node)> Orders(Node mul) =>
+        [(mul.InputArray[0], mul.InputArray[1]), (mul.InputArray[1], mul.InputArray[0])];
+
+    /// <summary>r = rsqrt(mean(x² or x·x, [last], keep) + eps) with eps a fill constant.</summary>
+    private static bool InverseRms(Node r, Node x, Func<Node, bool> computed, out double eps)
+    {
+        eps = 0;
+        if (!computed(r) || !SoftmaxRecognition.Is(r, OpTable.Rsqrt)) return false;
+        var add = r.InputArray[0];
+        if (!computed(add) || !SoftmaxRecognition.Is(add, OpTable.Add)) return false;
+        foreach (var (mean, c) in Orders(add))
+        {
+            if (c.Attrs is not FillAttrs f || !computed(mean) || !SoftmaxRecognition.Is(mean, OpTable.Mean)) continue;
+            if (mean.Attrs is not AxesAttrs { KeepDim: true, Axes: [var a] } || a != x.Shape.Length - 1) continue;
+            var sq = mean.InputArray[0];
+            if (!computed(sq)) continue;
+            bool square = SoftmaxRecognition.Is(sq, OpTable.Square) && ReferenceEquals(sq.InputArray[0], x)
+                || SoftmaxRecognition.Is(sq, OpTable.Mul) && ReferenceEquals(sq.InputArray[0], x) && ReferenceEquals(sq.InputArray[1], x);
+            if (!square) continue;
+            eps = f.Value;
+            return true;
+        }
+        return false;
+    }
+}
