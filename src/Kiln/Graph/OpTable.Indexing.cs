@@ -159,4 +159,9 @@ public static partial class OpTable
     public static readonly OpDef FusedElementwise = new("fused_elementwise", -1, FusionClass.Elementwise,
         (i, _) => throw new InvalidOperationException("fused_elementwise nodes are made by the optimizer"),
         (x, n) => FusedKernel.Run(x, n), null);
+
+    /// <summary>x·W + s·(x·A)·B (+ bias) as one op (Passes/LoraFusion); made by the optimizer only.</summary>
+    public static readonly OpDef LoraLinear = new("lora_linear", -1, FusionClass.MatMul,
+        (i, _) => throw new InvalidOperationException("lora_linear nodes are made by the optimizer"),
+        (x, n) => LoraKernel.Run(x, n), null);
 }
