@@ -59,6 +59,13 @@ public static class CpuRows
                 return () => Ops.LayerNorm(x, w, b, 1e-5);
             }, bytes, "GB/s");
         }
+        foreach (var (b, t, d) in new[] { (1, 128, 512), (4, 16, 512), (4, 16, 1024), (4, 16, 2048) })
+            yield return new Row($"lora_{b}x{t}x{d}_r8", $"x={b}x{t}x{d},W={d}x{d},r=8", () =>
+            {
+                var x = Tensor.RandomNormal([b, t, d], 1); var w = Tensor.RandomNormal([d, d], 2);
+                var a = Tensor.RandomNormal([d, 8], 3); var bb = Tensor.RandomNormal([8, d], 4);
+                return () => x.MatMul(w) + x.MatMul(a).MatMul(bb) * 2.0;
+            }, 2.0 * b * t * d * (d + 8 + 8), "GFLOP/s");
         yield return new Row("eltwise_chain_4x512x4096", "4x512x4096", () =>
         {
             var x = Tensor.RandomNormal([4, 512, 4096], 1);
