@@ -31,6 +31,9 @@ internal static class FusedKernel
 
     public static bool Supports(OpDef op) => Unary.ContainsKey(op) || Binary.Contains(op);
 
+    public static SpanMap<float> UnaryF32(OpDef op) => Unary[op].F;
+    public static SpanMap<double> UnaryF64(OpDef op) => Unary[op].D;
+
     public static Realised Run(Realised[] inputs, Node node) => node.DType switch
     {
         DType.Float32 => Run<float>(inputs, node, static op => Unary[op].F),

@@ -19,6 +19,38 @@ internal static class MatMulKernel
         return narrowed;
     }
 
+    /// <summary>matmul_epilogue: the product, then bias and activation applied row by row (rows still in cache).</summary>
+    public static Realised RunWithEpilogue(Realised[] x, Graph.Node node)
+    {
+        var y = Compute(x[0], x[1], node.Shape);
+        var bias = x.Length > 2 ? Strided.Contiguous(x[2]) : null;
+        string? act = ((Graph.EpilogueAttrs)node.Attrs!).Activation;
+        int n = node.Shape[^1];
+        long rows = n == 0 ? 0 : y.Numel / n;
+        var actOp = act is null ? null : Passes.EpilogueFusion.Activations.First(o => o.Name == act);
+        Par.For(rows, Par.ThreadsFor(y.Numel), (r0, r1) =>
+        {
+            if (y.DType == DType.Float32) Rows(y.Span<float>(), bias is null ? default : bias.Span<float>(), actOp is null ? null : FusedKernel.UnaryF32(actOp), r0, r1, n);
+            else Rows(y.Span<double>(), bias is null ? default : bias.Span<double>(), actOp is null ? null : FusedKernel.UnaryF64(actOp), r0, r1, n);
+        });
+        if (bias is not null) Strided.Done(bias, x[2]);
+        return y;
+    }
+
+    private static void Rows<T>(Span<T> y, Span<T> bias, SpanMap<T>? act, long r0, long r1, int n) where T : System.Numerics.INumber<T>
+    {
+        // The activations' span maps are not in-place safe (SiLU and GELU reuse the output as scratch).
+        var tmp = act is null ? null : new T[n];
+        for (long r = r0; r < r1; r++)
+        {
+            var row = y.Slice((int)(r * n), n);
+            if (!bias.IsEmpty) System.Numerics.Tensors.TensorPrimitives.Add(row, bias, row);
+            if (act is null) continue;
+            row.CopyTo(tmp);
+            act(tmp, row);
+        }
+    }
+
     private static unsafe Realised Compute(Realised a, Realised b, int[] outShape)
     {
         int r = outShape.Length;

@@ -165,3 +165,10 @@ internal sealed record FusedProgram(FusedInstruction[] Steps) : IOpAttrs
         $"t{i}={s.Op.Name}({Operand(s.A)}{(s.Op.Arity > 1 ? "," + Operand(s.B) : "")})"));
     private static string Operand(int c) => c >= 0 ? $"t{c}" : $"in{~c}";
 }
+
+/// <summary>Activation applied after a matmul (+ bias) in its epilogue: an op name of the table, or none.</summary>
+internal sealed record EpilogueAttrs(string? Activation) : IOpAttrs
+{
+    public void AddTo(ref HashCode h) => h.Add(Activation);
+    public override string ToString() => Activation ?? "bias";
+}

@@ -164,4 +164,9 @@ public static partial class OpTable
     public static readonly OpDef LoraLinear = new("lora_linear", -1, FusionClass.MatMul,
         (i, _) => throw new InvalidOperationException("lora_linear nodes are made by the optimizer"),
         (x, n) => LoraKernel.Run(x, n), null);
+
+    /// <summary>matmul, then bias and/or activation per output row (Passes/EpilogueFusion); made by the optimizer only.</summary>
+    public static readonly OpDef MatMulEpilogue = new("matmul_epilogue", -1, FusionClass.MatMul,
+        (i, _) => throw new InvalidOperationException("matmul_epilogue nodes are made by the optimizer"),
+        (x, n) => MatMulKernel.RunWithEpilogue(x, n), null);
 }
