@@ -37,6 +37,34 @@ internal static class MatMulKernel
         return y;
     }
 
+    /// <summary>swiglu: up = x·Wu into the output, gate = x·Wg into a temporary, then out = silu(gate)·up per row.</summary>
+    public static Realised RunSwiGlu(Realised[] x, Graph.Node node)
+    {
+        var up = Compute(x[0], x[2], node.Shape);
+        var gate = Compute(x[0], x[1], node.Shape);
+        int n = node.Shape[^1];
+        long rows = n == 0 ? 0 : up.Numel / n;
+        Par.For(rows, Par.ThreadsFor(up.Numel), (r0, r1) =>
+        {
+            if (up.DType == DType.Float32) GluRows(up.Span<float>(), gate.Span<float>(), r0, r1, n);
+            else GluRows(up.Span<double>(), gate.Span<double>(), r0, r1, n);
+        });
+        Runtime.Evaluator.Release(gate);
+        return up;
+    }
+
+    private static void GluRows<T>(Span<T> up, Span<T> gate, long r0, long r1, int n)
+        where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>, System.Numerics.IExponentialFunctions<T>, System.Numerics.IHyperbolicFunctions<T>
+    {
+        var s = new T[n];
+        for (long r = r0; r < r1; r++)
+        {
+            var g = gate.Slice((int)(r * n), n); var u = up.Slice((int)(r * n), n);
+            UnaryKernels<T>.Silu(g, s);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(u, s, u);
+        }
+    }
+
     private static void Rows<T>(Span<T> y, Span<T> bias, SpanMap<T>? act, long r0, long r1, int n) where T : System.Numerics.INumber<T>
     {
         // The activations' span maps are not in-place safe (SiLU and GELU reuse the output as scratch).

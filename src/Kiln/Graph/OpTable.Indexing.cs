@@ -169,4 +169,9 @@ public static partial class OpTable
     public static readonly OpDef MatMulEpilogue = new("matmul_epilogue", -1, FusionClass.MatMul,
         (i, _) => throw new InvalidOperationException("matmul_epilogue nodes are made by the optimizer"),
         (x, n) => MatMulKernel.RunWithEpilogue(x, n), null);
+
+    /// <summary>silu(x·Wg) ⊙ (x·Wu) as one op (Passes/SwiGluFusion); made by the optimizer only.</summary>
+    public static readonly OpDef SwiGlu = new("swiglu", 3, FusionClass.MatMul,
+        (i, _) => throw new InvalidOperationException("swiglu nodes are made by the optimizer"),
+        (x, n) => MatMulKernel.RunSwiGlu(x, n), null);
 }

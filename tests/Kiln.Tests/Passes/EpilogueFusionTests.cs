@@ -49,3 +49,27 @@ public class EpilogueFusionTests
         Assert.Equal(twin.ToArray<float>(), y.ToArray<float>());
     }
 }
+
+[Collection(nameof(Kiln.Tests.Ops.KernelCountingCollection))]
+public class SwiGluFusionTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SwiGluIsOneKernel(bool upFirst)
+    {
+        foreach (var dt in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Tensor.RandomNormal([2, 9, 32], seed: 1, dtype: dt);
+            var wg = Tensor.RandomNormal([32, 44], seed: 2, dtype: dt);
+            var wu = Tensor.RandomNormal([32, 44], seed: 3, dtype: dt);
+            Tensor Build() => upFirst ? x.MatMul(wu) * x.MatMul(wg).Silu() : x.MatMul(wg).Silu() * x.MatMul(wu);
+            var y = Build();
+            Assert.Equal("swiglu", GraphOptimizer.Optimize([y.Node]).Outputs[0].Op.Name);
+            Assert.Equal(1, KernelCount.Of(() => y.Eval()));
+            var twin = Build();
+            Evaluator.Evaluate([twin.Node], optimize: false);
+            Close.AssertAll(twin.ToArray<double>(), y.ToArray<double>(), dt == DType.Float32 ? 1e-5 : 1e-12, $"swiglu {dt.ShortName()}");
+        }
+    }
+}
