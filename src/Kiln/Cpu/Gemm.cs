@@ -92,13 +92,7 @@ internal static unsafe class Gemm
     {
         var p = new Problem<float>(M, N, K, alpha, A, aRowStride, aColStride, B, bRowStride, bColStride, beta, C, ldc);
         if (p.HandledWithoutPacking() || p.TryGemv(maxThreads)) return;
-        switch (Resolve(isa))
-        {
-            case GemmIsa.Avx512: Run<float, SgemmKernelAvx512>(ref p, maxThreads); break;
-            case GemmIsa.Avx2: Run<float, SgemmKernelAvx2>(ref p, maxThreads); break;
-            case GemmIsa.Vector128: Run<float, SgemmKernelVector128>(ref p, maxThreads); break;
-            default: Run<float, GemmKernelScalar<float>>(ref p, maxThreads); break;
-        }
+        RunSingle(ref p, maxThreads, isa);
     }
 
     /// <summary>Dgemm with an explicit kernel family (maxThreads &lt;= 0 means all cores).</summary>
@@ -146,6 +140,12 @@ internal static unsafe class Gemm
         {
             AHalf = A, BHalf = B, Kind = kind,
         };
+        RunSingle(ref p, maxThreads, isa);
+    }
+
+    /// <summary>The packed fp32 path with the kernel family this machine runs for <paramref name="isa"/>.</summary>
+    static void RunSingle(ref Problem<float> p, int maxThreads, GemmIsa isa)
+    {
         switch (Resolve(isa))
         {
             case GemmIsa.Avx512: Run<float, SgemmKernelAvx512>(ref p, maxThreads); break;

@@ -2,6 +2,7 @@
 // matmul_epilogue op: the bias and activation are applied to each output row right after the GEMM wrote it,
 // instead of two more passes over the whole output.
 using Kiln.Graph;
+using static Kiln.Passes.PatternHelpers;
 
 namespace Kiln.Passes;
 
@@ -13,7 +14,7 @@ internal sealed class EpilogueFusion : IRewritePass
 
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node v) => v.InputArray.Length > 0 && !isInput(v);
+        bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
         if (n.DType is not (DType.Float32 or DType.Float64)) return null;
         // act(epilogue without activation | matmul)
         int act = Array.IndexOf(Activations, n.Op);
@@ -29,7 +30,7 @@ internal sealed class EpilogueFusion : IRewritePass
         }
         // matmul + bias (either order), bias of shape (out,)
         if (!ReferenceEquals(n.Op, OpTable.Add)) return null;
-        foreach (var (m, b) in new[] { (n.InputArray[0], n.InputArray[1]), (n.InputArray[1], n.InputArray[0]) })
+        foreach (var (m, b) in Orders(n))
             if (Computed(m) && ReferenceEquals(m.Op, OpTable.MatMul) && b.Shape.Length == 1 && b.DType == n.DType
                 && b.Shape[0] == n.Shape[^1] && Shapes.Equal(m.Shape, n.Shape))
                 return Make(m.InputArray, b, null, n);

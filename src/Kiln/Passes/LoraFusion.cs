@@ -2,6 +2,7 @@
 // bias added before or after — becomes one lora_linear node whose kernel folds s into the GEMM alpha.
 // W, A, B are 2-D (in,out), (in,r), (r,out); x is (..., in); fp32/fp64; s is a fill constant.
 using Kiln.Graph;
+using static Kiln.Passes.PatternHelpers;
 
 namespace Kiln.Passes;
 
@@ -11,7 +12,7 @@ internal sealed class LoraFusion : IRewritePass
 
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node v) => v.InputArray.Length > 0 && !isInput(v);
+        bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
         if (!Is(n, OpTable.Add) || n.DType is not (DType.Float32 or DType.Float64)) return null;
         foreach (var (p, q) in Orders(n))
         {
@@ -61,6 +62,4 @@ internal sealed class LoraFusion : IRewritePass
         return m;
     }
 
-    private static IEnumerable<(Node, Node)> Orders(Node n) => [(n.InputArray[0], n.InputArray[1]), (n.InputArray[1], n.InputArray[0])];
-    private static bool Is(Node n, OpDef op) => ReferenceEquals(n.Op, op);
 }

@@ -2,6 +2,7 @@
 // sum, mean, rsqrt, ... become the single-pass row kernels. The optimizer's CSE has already merged the
 // repeated subexpressions (the exp of a softmax is one node), so the patterns are matched by identity.
 using Kiln.Graph;
+using static Kiln.Passes.PatternHelpers;
 
 namespace Kiln.Passes;
 
@@ -11,7 +12,7 @@ internal sealed class SoftmaxRecognition : IRewritePass
 
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
+        bool Computed(Node x) => PatternHelpers.Computed(x, isInput);
         // softmax: e / sum(e, axis, keep) with e = exp(x − max(x, axis, keep))
         if (Is(n, OpTable.Div) && Computed(n.InputArray[0]) && Computed(n.InputArray[1]))
         {
@@ -48,8 +49,6 @@ internal sealed class SoftmaxRecognition : IRewritePass
     }
 
     private static bool KeepAxis(Node reduction, int axis) => reduction.Attrs is AxesAttrs { KeepDim: true, Axes: [var a] } && a == axis;
-
-    internal static bool Is(Node n, OpDef op) => ReferenceEquals(n.Op, op);
 }
 
 internal sealed class RmsNormRecognition : IRewritePass
@@ -59,11 +58,11 @@ internal sealed class RmsNormRecognition : IRewritePass
     /// <summary>x · rsqrt(mean(x², -1, keep) + eps) · w (any order of the two products) → rms_norm(x, w, eps).</summary>
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
-        if (!SoftmaxRecognition.Is(n, OpTable.Mul)) return null;
+        bool Computed(Node x) => PatternHelpers.Computed(x, isInput);
+        if (!Is(n, OpTable.Mul)) return null;
         foreach (var (inner, w) in Orders(n))
         {
-            if (!Computed(inner) || !SoftmaxRecognition.Is(inner, OpTable.Mul) || w.Shape.Length != 1) continue;
+            if (!Computed(inner) || !Is(inner, OpTable.Mul) || w.Shape.Length != 1) continue;
             foreach (var (x, r) in Orders(inner))
                 if (Shapes.Equal(x.Shape, n.Shape) && x.Shape.Length > 0 && w.Shape[0] == x.Shape[^1] && w.DType == x.DType
                     && InverseRms(r, x, Computed, out double eps))
@@ -72,24 +71,21 @@ internal sealed class RmsNormRecognition : IRewritePass
         return null;
     }
 
-    private static IEnumerable<(Node, Node)> Orders(Node mul) =>
-        [(mul.InputArray[0], mul.InputArray[1]), (mul.InputArray[1], mul.InputArray[0])];
-
     /// <summary>r = rsqrt(mean(x² or x·x, [last], keep) + eps) with eps a fill constant.</summary>
     private static bool InverseRms(Node r, Node x, Func<Node, bool> computed, out double eps)
     {
         eps = 0;
-        if (!computed(r) || !SoftmaxRecognition.Is(r, OpTable.Rsqrt)) return false;
+        if (!computed(r) || !Is(r, OpTable.Rsqrt)) return false;
         var add = r.InputArray[0];
-        if (!computed(add) || !SoftmaxRecognition.Is(add, OpTable.Add)) return false;
+        if (!computed(add) || !Is(add, OpTable.Add)) return false;
         foreach (var (mean, c) in Orders(add))
         {
-            if (c.Attrs is not FillAttrs f || !computed(mean) || !SoftmaxRecognition.Is(mean, OpTable.Mean)) continue;
+            if (c.Attrs is not FillAttrs f || !computed(mean) || !Is(mean, OpTable.Mean)) continue;
             if (mean.Attrs is not AxesAttrs { KeepDim: true, Axes: [var a] } || a != x.Shape.Length - 1) continue;
             var sq = mean.InputArray[0];
             if (!computed(sq)) continue;
-            bool square = SoftmaxRecognition.Is(sq, OpTable.Square) && ReferenceEquals(sq.InputArray[0], x)
-                || SoftmaxRecognition.Is(sq, OpTable.Mul) && ReferenceEquals(sq.InputArray[0], x) && ReferenceEquals(sq.InputArray[1], x);
+            bool square = Is(sq, OpTable.Square) && ReferenceEquals(sq.InputArray[0], x)
+                || Is(sq, OpTable.Mul) && ReferenceEquals(sq.InputArray[0], x) && ReferenceEquals(sq.InputArray[1], x);
             if (!square) continue;
             eps = f.Value;
             return true;

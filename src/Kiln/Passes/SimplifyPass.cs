@@ -11,7 +11,7 @@ internal sealed class SimplifyPass : IRewritePass
 
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node x) => x.InputArray.Length > 0 && !isInput(x);
+        bool Computed(Node x) => PatternHelpers.Computed(x, isInput);
         var ins = n.InputArray;
         if (ReferenceEquals(n.Op, OpTable.Mul)) return KeepIfIdentity(n, ins[0], ins[1], 1) ?? KeepIfIdentity(n, ins[1], ins[0], 1);
         if (ReferenceEquals(n.Op, OpTable.Add)) return KeepIfIdentity(n, ins[0], ins[1], 0) ?? KeepIfIdentity(n, ins[1], ins[0], 0);

@@ -2,6 +2,7 @@
 // becomes one swiglu op: the up projection is written to the output, the gate to a temporary, and one
 // pass applies silu(gate)·up in place of three.
 using Kiln.Graph;
+using static Kiln.Passes.PatternHelpers;
 
 namespace Kiln.Passes;
 
@@ -11,9 +12,9 @@ internal sealed class SwiGluFusion : IRewritePass
 
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
-        bool Computed(Node v) => v.InputArray.Length > 0 && !isInput(v);
+        bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
         if (!ReferenceEquals(n.Op, OpTable.Mul) || n.DType is not (DType.Float32 or DType.Float64)) return null;
-        foreach (var (g, u) in new[] { (n.InputArray[0], n.InputArray[1]), (n.InputArray[1], n.InputArray[0]) })
+        foreach (var (g, u) in Orders(n))
         {
             if (!Computed(g) || !Computed(u) || !ReferenceEquals(g.Op, OpTable.MatMulEpilogue) || !ReferenceEquals(u.Op, OpTable.MatMul)) continue;
             if (g.InputArray.Length != 2 || ((EpilogueAttrs)g.Attrs!).Activation != OpTable.Silu.Name) continue;

@@ -1,0 +1,15 @@
+// Small helpers the pattern passes share: op tests, both operand orders of a commutative op.
+using Kiln.Graph;
+
+namespace Kiln.Passes;
+
+internal static class PatternHelpers
+{
+    public static bool Is(Node n, OpDef op) => ReferenceEquals(n.Op, op);
+
+    /// <summary>(a, b) and (b, a) for a binary node, to match commutative ops in either order.</summary>
+    public static (Node, Node)[] Orders(Node n) => [(n.InputArray[0], n.InputArray[1]), (n.InputArray[1], n.InputArray[0])];
+
+    /// <summary>A node computed inside the graph being optimized (not one of its fixed inputs).</summary>
+    public static bool Computed(Node n, Func<Node, bool> isInput) => n.InputArray.Length > 0 && !isInput(n);
+}
