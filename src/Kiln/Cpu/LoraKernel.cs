@@ -14,7 +14,7 @@ internal static class LoraKernel
         Realised? bias = inputs.Length > 4 ? Strided.Contiguous(inputs[4]) : null;
         double scale = ((Graph.ScalarAttrs)node.Attrs!).Value;
         int inF = w.Shape[0], outF = w.Shape[1], rank = a.Shape[1];
-        int m = (int)(x.Numel / Math.Max(inF, 1));
+        int m = (int)Shapes.Numel(x.Shape.AsSpan(0, x.Shape.Length - 1));   // rows, also when in = 0
         var o = Realised.Contiguous(BufferPool.Rent(x.DType, (long)m * outF), node.Shape);
         var t = BufferPool.Rent(x.DType, Math.Max((long)m * rank, 1));
         int threads = Settings.Threads;

@@ -76,8 +76,13 @@ internal static class BufferPool
     /// </summary>
     internal static void ArmReclaim(Buffer b)
     {
-        if (b.Reclaim is null && Bytes(b.DType, b.Data) >= LargeBytes && b.Data.LongLength == (1L << ClassOf(b.Data.LongLength)))
-            b.Reclaim = new Buffer.Reclaimer(b.DType, b.Data);
+        if (b.Reclaim is not null || Bytes(b.DType, b.Data) < LargeBytes || b.Data.LongLength != (1L << ClassOf(b.Data.LongLength))) return;
+        var r = new Buffer.Reclaimer(b.DType, b.Data);
+        if (Interlocked.CompareExchange(ref b.Reclaim, r, null) is not null)
+        {
+            r.Disarm();                 // another thread armed one first: this one must never return the array
+            GC.SuppressFinalize(r);
+        }
     }
 
     /// <summary>Returns a buffer nothing uses any more (the caller guarantees no live view remains).</summary>

@@ -35,6 +35,14 @@ internal static class Evaluator
     /// <summary>Runs a plan with its inputs bound to <paramref name="slots"/>; publishes into <paramref name="requested"/>.</summary>
     private static void Run(Plan plan, Realised[] slots, Node[] requested)
     {
+        // Hold the inputs' buffers for the run, so a concurrent Dispose of an input cannot pool them mid-read.
+        foreach (var s in slots) Interlocked.Increment(ref s.Buffer.Users);
+        try { RunLevels(plan, slots, requested); }
+        finally { foreach (var s in slots) Release(s); }
+    }
+
+    private static void RunLevels(Plan plan, Realised[] slots, Node[] requested)
+    {
         for (int k = 0; k < requested.Length; k++)
             if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);   // optimized to an input
         var vals = new Realised?[plan.Nodes.Length];
@@ -74,11 +82,11 @@ internal static class Evaluator
     private static void Publish(Realised v, int[] owners, Node[] requested, int stillNeeded)
     {
         BufferPool.ArmReclaim(v.Buffer);
+        for (int k = 1; k < owners.Length; k++) PublishView(requested[owners[k]], v);   // views first: v is still ours
         var won = requested[owners[0]].Publish(v);
         // Lost a race with a concurrent Eval of the same node: ours is garbage once this plan is done with it.
         // (Kept to the GC if later plan nodes still read it.)
         if (!ReferenceEquals(won, v) && stillNeeded == 0) Release(v);
-        for (int k = 1; k < owners.Length; k++) PublishView(requested[owners[k]], v);
     }
 
     private static Realised RunNode(Plan plan, int i, Realised?[] vals, Realised[] slots)

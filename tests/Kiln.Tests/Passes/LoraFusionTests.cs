@@ -54,4 +54,14 @@ public class LoraFusionTests
         Assert.NotEqual("lora_linear", GraphOptimizer.Optimize([z.Node]).Outputs[0].Op.Name);
         Assert.Equal("add", GraphOptimizer.Optimize([z.Node], name => name is not ("lora" or "elementwise")).Outputs[0].Op.Name);
     }
+
+    [Fact]
+    public void EmptyInputFeaturesGiveZeros()
+    {
+        var x = Tensor.RandomNormal([5, 0], seed: 11);
+        var y = x.MatMul(Tensor.Zeros([0, 4])) + x.MatMul(Tensor.Zeros([0, 2])).MatMul(Tensor.RandomNormal([2, 4], seed: 12)) * 2.0;
+        Assert.Equal("lora_linear", GraphOptimizer.Optimize([y.Node]).Outputs[0].Op.Name);
+        Assert.Equal([5, 4], y.Shape);
+        Assert.Equal(new float[20], y.ToArray<float>());
+    }
 }
