@@ -93,3 +93,70 @@ internal sealed class RmsNormRecognition : IRewritePass
         return false;
     }
 }
+
+internal sealed class LayerNormRecognition : IRewritePass
+{
+    public string Name => "layernorm";
+
+    /// <summary>
+    /// (x − mean(x)) · rsqrt(mean((x − mean(x))²) + eps) · w + b over the last axis (products and the sum in
+    /// any order) → layer_norm(x, w, b, eps).
+    /// </summary>
+    public Node? Rewrite(Node n, Func<Node, bool> isInput)
+    {
+        bool Computed(Node x) => PatternHelpers.Computed(x, isInput);
+        if (!Is(n, OpTable.Add)) return null;
+        foreach (var (scaled, b) in Orders(n))
+        {
+            // The RMSNorm pass sees xc·rsqrt(mean(xc²)+eps)·w first (it is an RMSNorm of the centered x).
+            if (Computed(scaled) && Is(scaled, OpTable.RmsNorm) && b.Shape.Length == 1 && Centered(scaled.InputArray[0], Computed, out var xr)
+                && Shapes.Equal(xr.Shape, n.Shape) && b.Shape[0] == xr.Shape[^1] && b.DType == xr.DType)
+                return new Node(OpTable.LayerNorm, [xr, scaled.InputArray[1], b], scaled.Attrs, n.Shape, n.DType, n.Device);
+            if (!Computed(scaled) || !Is(scaled, OpTable.Mul) || b.Shape.Length != 1) continue;
+            foreach (var (inner, w) in Orders(scaled))
+            {
+                if (!Computed(inner) || !Is(inner, OpTable.Mul) || w.Shape.Length != 1) continue;
+                foreach (var (xc, r) in Orders(inner))
+                    if (Centered(xc, Computed, out var x) && Shapes.Equal(x.Shape, n.Shape) && w.Shape[0] == x.Shape[^1]
+                        && b.Shape[0] == x.Shape[^1] && w.DType == x.DType && b.DType == x.DType && InverseStd(r, xc, Computed, out double eps))
+                        return new Node(OpTable.LayerNorm, [x, w, b], new NormAttrs(eps), n.Shape, n.DType, n.Device);
+            }
+        }
+        return null;
+    }
+
+    /// <summary>xc = x − mean(x, [last], keep).</summary>
+    private static bool Centered(Node xc, Func<Node, bool> computed, out Node x)
+    {
+        x = null!;
+        if (!computed(xc) || !Is(xc, OpTable.Sub)) return false;
+        Node a = xc.InputArray[0], m = xc.InputArray[1];
+        if (!computed(m) || !Is(m, OpTable.Mean) || !ReferenceEquals(m.InputArray[0], a) || a.Shape.Length == 0) return false;
+        if (m.Attrs is not AxesAttrs { KeepDim: true, Axes: [var ax] } || ax != a.Shape.Length - 1) return false;
+        x = a;
+        return true;
+    }
+
+    /// <summary>r = rsqrt(mean(xc² or xc·xc, [last], keep) + eps) with eps a fill constant.</summary>
+    private static bool InverseStd(Node r, Node xc, Func<Node, bool> computed, out double eps)
+    {
+        eps = 0;
+        if (!computed(r) || !Is(r, OpTable.Rsqrt)) return false;
+        var add = r.InputArray[0];
+        if (!computed(add) || !Is(add, OpTable.Add)) return false;
+        foreach (var (mean, c) in Orders(add))
+        {
+            if (c.Attrs is not FillAttrs f || !computed(mean) || !Is(mean, OpTable.Mean)) continue;
+            if (mean.Attrs is not AxesAttrs { KeepDim: true, Axes: [var a] } || a != xc.Shape.Length - 1) continue;
+            var sq = mean.InputArray[0];
+            if (!computed(sq)) continue;
+            if (Is(sq, OpTable.Square) && ReferenceEquals(sq.InputArray[0], xc)
+                || Is(sq, OpTable.Mul) && ReferenceEquals(sq.InputArray[0], xc) && ReferenceEquals(sq.InputArray[1], xc))
+            {
+                eps = f.Value;
+                return true;
+            }
+        }
+        return false;
+    }
+}

@@ -35,7 +35,7 @@ public class RecognitionTests
         Evaluator.Evaluate([twin.Node], optimize: false);
         Close.AssertAll(twin.ToArray<double>(), fused.ToArray<double>(), tol, op);
         // With fusion switched off the primitives stay.
-        var off = GraphOptimizer.Optimize([build().Node], name => name is not ("softmax" or "rmsnorm" or "elementwise")).Outputs[0];
+        var off = GraphOptimizer.Optimize([build().Node], name => name is not ("softmax" or "rmsnorm" or "layernorm" or "elementwise")).Outputs[0];
         Assert.NotEqual(op, off.Op.Name);
     }
 
@@ -62,6 +62,22 @@ public class RecognitionTests
         var w = Tensor.RandomNormal([64], seed: 4);
         Check(() => RmsNormByHand(x, w, 1e-6), "rms_norm", 2e-6);
         Check(() => w * (x * (x * x).Mean([-1], keepDim: true).Add(Tensor.Scalar(1e-5)).Rsqrt()), "rms_norm", 2e-6);
+    }
+
+    private static Tensor LayerNormByHand(Tensor x, Tensor w, Tensor b, double eps)
+    {
+        var xc = x - x.Mean([-1], keepDim: true);
+        return xc * (xc.Square().Mean([-1], keepDim: true) + eps).Rsqrt() * w + b;
+    }
+
+    [Fact]
+    public void LayerNormWrittenAsPrimitivesIsOneKernel()
+    {
+        var x = Tensor.RandomNormal([3, 16, 64], seed: 7);
+        var w = Tensor.RandomNormal([64], seed: 8);
+        var b = Tensor.RandomNormal([64], seed: 9);
+        Check(() => LayerNormByHand(x, w, b, 1e-5), "layer_norm", 3e-6);
+        Check(() => b + w * ((x - x.Mean([-1], keepDim: true)) * ((x - x.Mean([-1], keepDim: true)) * (x - x.Mean([-1], keepDim: true))).Mean([-1], keepDim: true).Add(Tensor.Scalar(1e-6)).Rsqrt()), "layer_norm", 3e-6);
     }
 
     [Fact]
