@@ -72,7 +72,7 @@ internal sealed class RmsNormRecognition : IRewritePass
     }
 
     /// <summary>r = rsqrt(mean(x² or x·x, [last], keep) + eps) with eps a fill constant.</summary>
-    private static bool InverseRms(Node r, Node x, Func<Node, bool> computed, out double eps)
+    internal static bool InverseRms(Node r, Node x, Func<Node, bool> computed, out double eps)
     {
         eps = 0;
         if (!computed(r) || !Is(r, OpTable.Rsqrt)) return false;
@@ -118,7 +118,7 @@ internal sealed class LayerNormRecognition : IRewritePass
                 if (!Computed(inner) || !Is(inner, OpTable.Mul) || w.Shape.Length != 1) continue;
                 foreach (var (xc, r) in Orders(inner))
                     if (Centered(xc, Computed, out var x) && Shapes.Equal(x.Shape, n.Shape) && w.Shape[0] == x.Shape[^1]
-                        && b.Shape[0] == x.Shape[^1] && w.DType == x.DType && b.DType == x.DType && InverseStd(r, xc, Computed, out double eps))
+                        && b.Shape[0] == x.Shape[^1] && w.DType == x.DType && b.DType == x.DType && RmsNormRecognition.InverseRms(r, xc, Computed, out double eps))   // 1/std(x) = 1/rms(x − mean)
                         return new Node(OpTable.LayerNorm, [x, w, b], new NormAttrs(eps), n.Shape, n.DType, n.Device);
             }
         }
@@ -135,28 +135,5 @@ internal sealed class LayerNormRecognition : IRewritePass
         if (m.Attrs is not AxesAttrs { KeepDim: true, Axes: [var ax] } || ax != a.Shape.Length - 1) return false;
         x = a;
         return true;
-    }
-
-    /// <summary>r = rsqrt(mean(xc² or xc·xc, [last], keep) + eps) with eps a fill constant.</summary>
-    private static bool InverseStd(Node r, Node xc, Func<Node, bool> computed, out double eps)
-    {
-        eps = 0;
-        if (!computed(r) || !Is(r, OpTable.Rsqrt)) return false;
-        var add = r.InputArray[0];
-        if (!computed(add) || !Is(add, OpTable.Add)) return false;
-        foreach (var (mean, c) in Orders(add))
-        {
-            if (c.Attrs is not FillAttrs f || !computed(mean) || !Is(mean, OpTable.Mean)) continue;
-            if (mean.Attrs is not AxesAttrs { KeepDim: true, Axes: [var a] } || a != xc.Shape.Length - 1) continue;
-            var sq = mean.InputArray[0];
-            if (!computed(sq)) continue;
-            if (Is(sq, OpTable.Square) && ReferenceEquals(sq.InputArray[0], xc)
-                || Is(sq, OpTable.Mul) && ReferenceEquals(sq.InputArray[0], xc) && ReferenceEquals(sq.InputArray[1], xc))
-            {
-                eps = f.Value;
-                return true;
-            }
-        }
-        return false;
     }
 }
