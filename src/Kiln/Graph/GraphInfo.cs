@@ -7,34 +7,11 @@ namespace Kiln.Graph;
 public static class GraphInfo
 {
     /// <summary>
-    /// Hash of the subgraph that computes <paramref name="outputs"/>. Nodes are numbered by first visit, so two
-    /// graphs built the same way hash equal however their node ids differ. Realised nodes count as input slots
-    /// (shape and dtype only): a plan keyed by this hash is reusable with new data.
+    /// Hash of the subgraph that computes <paramref name="outputs"/>: the plan cache's key (ops, attributes,
+    /// shapes, dtypes, topology; realised nodes as input slots, fill constants by value), so two graphs built
+    /// the same way hash equal however their node ids and data differ.
     /// </summary>
-    public static long StructuralHash(params Node[] outputs)
-    {
-        var number = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        var h = new HashCode();
-        foreach (var o in outputs) h.Add(Visit(o, number, ref h));
-        return (long)h.ToHashCode() << 32 ^ (uint)number.Count;
-    }
-
-    private static int Visit(Node n, Dictionary<Node, int> number, ref HashCode h)
-    {
-        if (number.TryGetValue(n, out int k)) return k;
-        var ins = n.InputArray;
-        var ids = new int[ins.Length];
-        for (int i = 0; i < ins.Length; i++) ids[i] = Visit(ins[i], number, ref h);
-        h.Add(n.IsRealised || ins.Length == 0 ? "slot" : n.Op.Name);
-        foreach (int d in n.Shape) h.Add(d);
-        h.Add(n.Shape.Length);
-        h.Add(n.DType);
-        if ((!n.IsRealised && ins.Length > 0) || n.Attrs is FillAttrs) n.Attrs?.AddTo(ref h);
-        foreach (int id in ids) h.Add(id);
-        int me = number.Count;
-        number[n] = me;
-        return me;
-    }
+    public static long StructuralHash(params Node[] outputs) => Runtime.PlanKey.Build(outputs, optimize: true).Key.Hash64;
 
     /// <summary>Graphviz (dot) text of the subgraph computing <paramref name="outputs"/>.</summary>
     public static string ToDot(params Node[] outputs)

@@ -96,4 +96,7 @@ internal sealed class PlanKey : IEquatable<PlanKey>
 
     public override bool Equals(object? obj) => Equals(obj as PlanKey);
     public override int GetHashCode() => _hash;
+
+    /// <summary>A 64-bit form for display and comparison (GraphInfo.StructuralHash).</summary>
+    public long Hash64 => (long)_hash << 32 ^ (uint)_codes.Length;
 }
