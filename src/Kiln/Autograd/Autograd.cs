@@ -66,25 +66,10 @@ public static class Autograd
     /// </summary>
     private static (List<Node> Order, HashSet<Node> Reaches) TopologicalOrder(Node output, HashSet<Node> targets)
     {
+        var order = GraphWalk.Topological([output], _ => false);
         var reaches = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var order = new List<Node>();
-        var stack = new Stack<(Node, int)>();
-        stack.Push((output, 0));
-        visited.Add(output);
-        while (stack.Count > 0)
-        {
-            var (n, next) = stack.Pop();
-            var ins = n.InputArray;
-            if (next < ins.Length)
-            {
-                stack.Push((n, next + 1));
-                if (visited.Add(ins[next])) stack.Push((ins[next], 0));
-                continue;
-            }
-            if (targets.Contains(n) || ins.Any(reaches.Contains)) reaches.Add(n);
-            order.Add(n);
-        }
+        foreach (var n in order)   // inputs first, so each node sees its inputs' answer
+            if (targets.Contains(n) || n.InputArray.Any(reaches.Contains)) reaches.Add(n);
         return (order, reaches);
     }
 }

@@ -16,7 +16,7 @@ internal static class ElementwiseFusion
     /// <summary>Rewrites <paramref name="outputs"/>' graph with fused groups; returns the number of groups made.</summary>
     public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int groups)
     {
-        var order = GraphOptimizer.TopologicalUnrealised(outputs, isInput);
+        var order = GraphWalk.Topological(outputs, isInput);
         var position = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < order.Count; i++) position[order[i]] = i;
         var users = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);

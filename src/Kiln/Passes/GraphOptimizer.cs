@@ -61,7 +61,7 @@ internal static class GraphOptimizer
     {
         var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
         var canonical = new Dictionary<NodeKey, Node>();
-        var order = TopologicalUnrealised(outputs, isInput);
+        var order = GraphWalk.Topological(outputs, isInput);
         if (firstCount == 0) firstCount = order.Count;
         foreach (var n in order)
         {
@@ -99,33 +99,7 @@ internal static class GraphOptimizer
 
     private static void Count(Dictionary<string, int> counts, string name) => counts[name] = counts.GetValueOrDefault(name) + 1;
 
-    /// <summary>Unrealised nodes the outputs reach, inputs before users (explicit stack: no recursion limit).</summary>
-    internal static List<Node> TopologicalUnrealised(Node[] outputs, Func<Node, bool> isInput)
-    {
-        var order = new List<Node>();
-        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(Node, int)>();
-        foreach (var o in outputs)
-        {
-            if (isInput(o) || !seen.Add(o)) continue;
-            stack.Push((o, 0));
-            while (stack.Count > 0)
-            {
-                var (n, next) = stack.Pop();
-                var ins = n.InputArray;
-                if (next < ins.Length)
-                {
-                    stack.Push((n, next + 1));
-                    if (!isInput(ins[next]) && seen.Add(ins[next])) stack.Push((ins[next], 0));
-                    continue;
-                }
-                order.Add(n);
-            }
-        }
-        return order;
-    }
-
-    internal static int CountUnrealised(Node[] outputs) => TopologicalUnrealised(outputs, n => n.IsRealised).Count;
+    internal static int CountUnrealised(Node[] outputs) => GraphWalk.Topological(outputs, n => n.IsRealised).Count;
 
     /// <summary>What makes two computed nodes interchangeable: op, attributes, the same input nodes, shape, dtype.</summary>
     private readonly struct NodeKey(Node n) : IEquatable<NodeKey>

@@ -39,7 +39,7 @@ internal sealed class Plan
         for (int i = 0; i < nodes.Length; i++)
         {
             var n = sched.Nodes[i];
-            var ins = sched.InputNodes[i];
+            var ins = n.InputArray;
             inputs[i] = ins.Select(Code).ToArray();
             var placeholders = ins.Select(x => new Node(OpTable.Constant, [], null, x.Shape, x.DType, x.Device)).ToArray();
             nodes[i] = new Node(n.Op, placeholders, n.Attrs, n.Shape, n.DType, n.Device);
