@@ -1,0 +1,104 @@
+using Kiln.LoRA.Modules;
+
+namespace Kiln.LoRA.Models;
+
+/// <summary>The decoder stack under "model.": embed_tokens, layers.N, norm.</summary>
+public sealed class DecoderStack : Module
+{
+    internal DecoderStack(ModelConfig c, WeightSource w)
+    {
+        EmbedTokens = Register("embed_tokens", new Embedding(w.Get("model.embed_tokens.weight", c.VocabSize, c.HiddenSize)));
+        var list = Register("layers", new ModuleList());
+        Layers = Enumerable.Range(0, c.Layers).Select(i => list.Add(new DecoderLayer(c, w, $"model.layers.{i}"))).ToArray();
+        Norm = Register("norm", new RmsNorm(w.Get("model.norm.weight", c.HiddenSize), c.RmsNormEps));
+    }
+
+    public Embedding EmbedTokens { get; }
+    public IReadOnlyList<DecoderLayer> Layers { get; }
+    public RmsNorm Norm { get; }
+}
+
+/// <summary>Children named "0", "1", … as in a PyTorch ModuleList.</summary>
+public sealed class ModuleList : Module
+{
+    private int _count;
+
+    public T Add<T>(T module) where T : Module => Register((_count++).ToString(System.Globalization.CultureInfo.InvariantCulture), module);
+}
+
+/// <summary>
+/// A Llama or Qwen2 causal language model (LlamaForCausalLM / Qwen2ForCausalLM): parameter names are the
+/// Hugging Face state-dict keys, so weights load by name and LoRA adapters address layers by path.
+/// </summary>
+public sealed class CausalLM : Module
+{
+    private readonly Rotary _rotary;
+
+    private CausalLM(ModelConfig c, WeightSource w)
+    {
+        Config = c;
+        Model = Register("model", new DecoderStack(c, w));
+        if (!c.TieWordEmbeddings)
+            LmHead = Register("lm_head", w.Linear("lm_head", bias: false));
+        _rotary = new Rotary(c);
+    }
+
+    public ModelConfig Config { get; }
+    public DecoderStack Model { get; }
+
+    /// <summary>The output projection, or null when it is tied to the token embedding.</summary>
+    public Linear? LmHead { get; private set; }
+
+    protected override void OnChildReplaced(string name, Module replacement)
+    {
+        if (name == "lm_head") LmHead = (Linear)replacement;
+    }
+
+    /// <summary>Builds the model from named weights (Hugging Face keys); weight names the architecture does not use are returned in <paramref name="unused"/>.</summary>
+    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source, out IReadOnlyList<string> unused)
+    {
+        var w = new WeightSource(n => weights.TryGetValue(n, out var t) ? t : null, weights.Keys, source);
+        var m = new CausalLM(config, w);
+        unused = w.Unused.Where(n => !n.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToArray();
+        return m;
+    }
+
+    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source = "weights") =>
+        FromWeights(config, weights, source, out _);
+
+    /// <summary>
+    /// Logits (B, T, vocab) for token ids (B, T). With a cache, the ids continue the cached sequence at
+    /// position cache.Length. <paramref name="positions"/> overrides the positions (left-padded batches);
+    /// <paramref name="attentionMask"/> (B, S) marks real tokens with 1 and padding with 0 over the whole
+    /// sequence seen so far (cache included).
+    /// </summary>
+    public Tensor Forward(Tensor ids, KvCache? cache = null, Positions? positions = null, Tensor? attentionMask = null) =>
+        Logits(Hidden(ids, cache, positions, attentionMask));
+
+    /// <summary>The final normalised hidden states (B, T, hidden).</summary>
+    public Tensor Hidden(Tensor ids, KvCache? cache = null, Positions? positions = null, Tensor? attentionMask = null)
+    {
+        if (ids.Rank != 2) throw new ArgumentException($"CausalLM.Forward: ids must be (batch, seq), got shape [{string.Join(", ", ids.Shape)}]");
+        if (ids.DType is not (DType.Int32 or DType.Int64)) throw new ArgumentException($"CausalLM.Forward: ids must be integers, got {ids.DType}");
+        int b = ids.Shape[0], t = ids.Shape[1], past = cache?.Length ?? 0;
+        positions ??= new Positions(past);
+        if (positions.PerRow is { } pr && pr.Length != b * t)
+            throw new ArgumentException($"CausalLM.Forward: {pr.Length} positions given for ids of shape [{b}, {t}]");
+        Tensor? padBias = null;
+        if (attentionMask is not null)
+        {
+            if (attentionMask.Rank != 2 || attentionMask.Shape[0] != b || attentionMask.Shape[1] != past + t)
+                throw new ArgumentException($"CausalLM.Forward: attention mask must be ({b}, {past + t}) (cached + new tokens), got [{string.Join(", ", attentionMask.Shape)}]");
+            // 0 where attended, a large finite negative where padded: a padded query row then gets a uniform
+            // (finite) distribution instead of NaN, and its garbage never reaches real rows.
+            padBias = ((1 - attentionMask.Cast(DType.Float32)) * -1e30).Reshape(b, 1, 1, 1, past + t);
+        }
+        var ctx = new ForwardContext(_rotary, positions, cache, padBias);
+        var x = Model.EmbedTokens.Forward(ids);
+        for (int i = 0; i < Model.Layers.Count; i++) x = Model.Layers[i].Forward(x, ctx, i);
+        return Model.Norm.Forward(x);
+    }
+
+    public Tensor Logits(Tensor hidden) =>
+        LmHead is { } head ? head.Forward(hidden) : hidden.MatMul(Model.EmbedTokens.Weight.Value.T);
+}
