@@ -23,7 +23,6 @@ public sealed record LoraOptions(int Rank = 8, double Alpha = 16, double Dropout
 public sealed class LoraLinear : Linear
 {
     private readonly Holder _a, _b;
-    private ulong _dropoutCalls;
 
     public LoraLinear(Linear baseLayer, LoraOptions options, int seed)
         : base(baseLayer.Weight.Value, baseLayer.Bias?.Value)
@@ -33,7 +32,7 @@ public sealed class LoraLinear : Linear
         int inF = baseLayer.InFeatures, outF = baseLayer.OutFeatures;
         double bound = 1 / Math.Sqrt(inF);   // kaiming_uniform_(a=√5) on (r, in) gives U(-1/√in, 1/√in)
         _a = Register("lora_A", new Holder(Tensor.RandomUniform([options.Rank, inF], seed, -bound, bound).Eval()));
-        _b = Register("lora_B", new Holder(Tensor.Zeros([outF, options.Rank]).Eval()));
+        _b = Register("lora_B", new Holder(Tensor.FromArray(new float[outF * options.Rank], [outF, options.Rank])));   // dense zeros (a fill would be a broadcast view)
         DropoutSeed = seed;
     }
 
@@ -42,6 +41,10 @@ public sealed class LoraLinear : Linear
     public Parameter B => _b.Weight;
     public bool Merged { get; private set; }
     public int DropoutSeed { get; set; }
+
+    /// <summary>Varies the dropout mask between calls; the trainer sets it from the step so that a resumed
+    /// run draws the same masks as an uninterrupted one.</summary>
+    public long DropoutSalt { get; set; }
 
     public override Tensor Forward(Tensor x)
     {
@@ -72,7 +75,7 @@ public sealed class LoraLinear : Linear
     {
         double p = Options.Dropout;
         var mask = new float[x.Numel];
-        var rng = new SplitMix(((ulong)(uint)DropoutSeed << 32) ^ ++_dropoutCalls);
+        var rng = new SplitMix(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
         float keep = (float)(1 / (1 - p));
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() >= p ? keep : 0f;
         return x * Tensor.FromArray(mask, [.. x.Shape]);
