@@ -125,4 +125,15 @@ public class DataFileReaderTests
         Assert.Equal(["A one.\nA two.", "B one.", "C."], docs.Select(d => d.Text));
         Assert.Equal([1, 5, 8], docs.Select(d => d.Source.Line));
     }
+
+    [Fact]
+    public void RealTinyStoriesSampleSplitsIntoItsFiveStories()
+    {
+        var path = TestData.File("corpus", "tinystories", "tinystories_sample.txt");
+        var raw = File.ReadAllText(path);
+        var docs = DataFileReader.Read(path).Cast<TextExample>().ToList();
+        Assert.Equal(5, docs.Count);
+        Assert.All(docs, d => Assert.DoesNotContain("<|endoftext|>", d.Text));
+        Assert.Equal(raw.Split("<|endoftext|>").Select(s => s.Trim('\n')).Where(s => s.Length > 0), docs.Select(d => d.Text));
+    }
 }
