@@ -21,6 +21,9 @@ public struct SplitMix64
 
     /// <summary>Uniform integer in [0, <paramref name="bound"/>), without modulo bias: draws are rejected
     /// when they fall in the incomplete last block of size <c>2^64 mod bound</c>.</summary>
+    /// <summary>Uniform in [0, 1) from the top 53 bits.</summary>
+    public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
+
     public int NextBelow(int bound)
     {
         if (bound <= 0) throw new ArgumentOutOfRangeException(nameof(bound), bound, "must be positive");

@@ -75,7 +75,7 @@ public sealed class LoraLinear : Linear
     {
         double p = Options.Dropout;
         var mask = new float[x.Numel];
-        var rng = new SplitMix(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
+        var rng = new Data.SplitMix64(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
         float keep = (float)(1 / (1 - p));
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() >= p ? keep : 0f;
         return x * Tensor.FromArray(mask, [.. x.Shape]);
@@ -87,21 +87,4 @@ public sealed class LoraLinear : Linear
         public Holder(Tensor w) { Weight = Register("weight", new Parameter(w, trainable: true)); }
         public Parameter Weight { get; }
     }
-}
-
-/// <summary>SplitMix64: a tiny, fixed, documented generator (results do not depend on the .NET version).</summary>
-internal struct SplitMix(ulong seed)
-{
-    private ulong _state = seed;
-
-    public ulong Next()
-    {
-        ulong z = _state += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
-
-    /// <summary>Uniform in [0, 1) with 53 random bits.</summary>
-    public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
 }

@@ -1,4 +1,5 @@
 using Kiln.LoRA.Data;
+using SplitMix64 = Kiln.LoRA.Data.SplitMix64;
 
 namespace Kiln.LoRA.Tests.Data;
 
