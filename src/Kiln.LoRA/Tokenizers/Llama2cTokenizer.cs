@@ -27,6 +27,7 @@ public sealed class Llama2cTokenizer : ITokenizer
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _idBySpan;
     private readonly string[] _pieceChars;
     private readonly int _dummyPrefixId;
+    private readonly Dictionary<long, int> _mergeablePairs;
 
     /// <summary>Longest piece in bytes, as the file's header declares it.</summary>
     public int MaxTokenLength { get; }
@@ -48,6 +49,7 @@ public sealed class Llama2cTokenizer : ITokenizer
             _idByPiece.TryAdd(_pieceChars[id], id); // first id wins for duplicate pieces, as in the reference
         }
         _idBySpan = _idByPiece.GetAlternateLookup<ReadOnlySpan<char>>();
+        _mergeablePairs = FindMergeablePairs(_pieceChars, scores, _idBySpan);
         if (!_idByPiece.TryGetValue(" ", out _dummyPrefixId))
             throw new InvalidDataException($"{source}: no \" \" piece, which encoding needs as the dummy prefix");
     }
@@ -119,23 +121,35 @@ public sealed class Llama2cTokenizer : ITokenizer
         return addSpecial ? [BosId!.Value, .. merged] : merged;
     }
 
+    /// <summary>
+    /// Every mergeable pair, found once at load by splitting each piece in two: (left id, right id) → the id
+    /// run.c's lookup of the concatenation gives, if it scores above <see cref="NeverMergeScore"/>. Turns the
+    /// merge loop's string concatenation and lookup into one integer-keyed lookup.
+    /// </summary>
+    private static Dictionary<long, int> FindMergeablePairs(string[] pieceChars, float[] scores,
+        Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> idBySpan)
+    {
+        var pairs = new Dictionary<long, int>();
+        foreach (string piece in pieceChars)
+        {
+            if (!idBySpan.TryGetValue(piece, out int merged) || !(scores[merged] > NeverMergeScore)) continue;
+            for (int split = 1; split < piece.Length; split++)
+                if (idBySpan.TryGetValue(piece.AsSpan(0, split), out int left) && idBySpan.TryGetValue(piece.AsSpan(split), out int right))
+                    pairs[PairKey(left, right)] = merged;
+        }
+        return pairs;
+    }
+
+    private static long PairKey(int left, int right) => ((long)left << 32) | (uint)right;
+
     /// <summary>Merges a pair when the concatenation of the two pieces is itself a piece; higher score first.</summary>
     private readonly struct ScoreRule(Llama2cTokenizer tok) : IMergeRule
     {
         public bool TryMerge(int left, int right, out int merged, out double priority)
         {
-            string a = tok._pieceChars[left], b = tok._pieceChars[right];
-            int length = a.Length + b.Length;
             priority = 0;
-            merged = -1;
-            if (length > tok.MaxTokenLength) return false; // no piece is longer, so no lookup needed
-            Span<char> both = stackalloc char[length];
-            a.CopyTo(both);
-            b.CopyTo(both[a.Length..]);
-            if (!tok._idBySpan.TryGetValue(both, out merged)) return false;
-            float score = tok._scores[merged];
-            if (!(score > NeverMergeScore)) return false;
-            priority = -(double)score;
+            if (!tok._mergeablePairs.TryGetValue(PairKey(left, right), out merged)) return false;
+            priority = -(double)tok._scores[merged];
             return true;
         }
     }

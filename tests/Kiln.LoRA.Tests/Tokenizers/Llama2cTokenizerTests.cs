@@ -48,7 +48,7 @@ public class Llama2cTokenizerTests
     public void FastMergeEqualsRunCsQuadraticLoopOnRealText()
     {
         var tok = Tok512.Value;
-        string text = File.ReadAllText(TestData.File("corpus", "tinystories", "tinystories_train_head.txt"))[..4000];
+        string text = File.ReadAllText(TestData.File("corpus", "tinystories", "tinystories_train_head.txt"))[..2500];
         Assert.Equal(NaiveRunCEncode(tok, text), tok.Encode(text, addSpecial: true));
     }
 
