@@ -26,6 +26,7 @@ public sealed class HfBpeTokenizer : ITokenizer
     private readonly bool _ignoreMerges;
     private readonly int[] _prefixIds, _suffixIds;
     private readonly ConcurrentDictionary<string, int[]> _wordCache = new(StringComparer.Ordinal);
+    private int _cachedWordCount; // ConcurrentDictionary.Count takes every lock, so count separately
 
     public int VocabSize { get; }
     public int? BosId { get; }
@@ -134,7 +135,9 @@ public sealed class HfBpeTokenizer : ITokenizer
             foreach (char c in word) symbols.Add(_vocab[c.ToString()]); // checked present at construction
             ids = PairMerger.Merge(symbols, new RankRule(_merges));
         }
-        if (word.Length <= MaxCachedWordLength && _wordCache.Count < MaxCachedWords) _wordCache.TryAdd(word, ids);
+        // The cache only memoizes a pure function, so racing writers store equal values; the bound is approximate.
+        if (word.Length <= MaxCachedWordLength && Volatile.Read(ref _cachedWordCount) < MaxCachedWords && _wordCache.TryAdd(word, ids))
+            Interlocked.Increment(ref _cachedWordCount);
         return ids;
     }
 

@@ -12,6 +12,12 @@ internal abstract class PreTokenizerStep
     /// <summary>GPT-2's pattern, also what a ByteLevel pre-tokenizer with use_regex applies.</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+    /// <summary>
+    /// Compiles a pre-tokenizer pattern (written for Rust's regex / Oniguruma) as a .NET regex. The patterns in
+    /// use (GPT-2, Llama 3, Qwen2) mean the same in .NET with one known gap: .NET matches UTF-16 code units, so
+    /// a letter or digit outside the BMP (e.g. CJK Extension B, U+1D400 math letters) is not \p{L}/\p{N} and is
+    /// grouped like punctuation. Emoji and BMP scripts are unaffected.
+    /// </summary>
     public static Regex CompileSplitRegex(string pattern) =>
         // Compiled: training encodes whole corpora, so matching speed outweighs the one-off compile cost.
         new(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
