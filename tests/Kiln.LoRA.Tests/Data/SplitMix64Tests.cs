@@ -1,7 +1,8 @@
 using Kiln.LoRA.Data;
-using SplitMix64 = Kiln.LoRA.Data.SplitMix64;
 
 namespace Kiln.LoRA.Tests.Data;
+
+using SplitMix64 = Kiln.LoRA.Data.SplitMix64;
 
 public class SplitMix64Tests
 {
