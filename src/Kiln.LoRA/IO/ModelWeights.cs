@@ -83,9 +83,11 @@ public sealed class ModelWeights : ITensorReader
     /// <summary>The index's weight_map (tensor name to shard file name), in file order.</summary>
     private static List<KeyValuePair<string, string>> ReadWeightMap(string index)
     {
+        byte[] bytes = File.ReadAllBytes(index);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new InvalidDataException($"{index}: not valid JSON (invalid UTF-8)");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(index)); }
-        catch (Exception e) when (e is JsonException or ArgumentException)
+        try { doc = JsonDocument.Parse(bytes); }
+        catch (JsonException e)
         {
             throw new InvalidDataException($"{index}: not valid JSON ({e.Message})", e);
         }

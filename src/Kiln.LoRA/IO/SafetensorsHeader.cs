@@ -59,11 +59,14 @@ internal sealed class SafetensorsHeader
 
     private static JsonDocument ParseJson(string file, ReadOnlySpan<byte> json)
     {
+        // JsonDocument checks UTF-8 inside strings only when they are read, as an InvalidOperationException
+        // far from here; checking the whole header first keeps every failure an InvalidDataException.
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw Fail(file, "header is not valid JSON (invalid UTF-8)");
         try
         {
             return JsonDocument.Parse(json.ToArray());
         }
-        catch (Exception e) when (e is JsonException or ArgumentException)   // invalid UTF-8 surfaces as ArgumentException
+        catch (JsonException e)
         {
             throw Fail(file, $"header is not valid JSON ({e.Message})", e);
         }
