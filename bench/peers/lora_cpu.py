@@ -1,10 +1,8 @@
 #!/usr/bin/python3
 """PyTorch-on-CPU peer for Kiln's LoRA training and decoding on stories260K.
 
-Run with Debian's interpreter (python3-torch 1.13 + OpenBLAS), e.g.:
-
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        /usr/bin/python3 bench/peers/lora_cpu.py --out /tmp/lora_cpu.json
+        /usr/bin/python3 bench/peers/lora_cpu.py [--threads N] [--out /tmp/lora_cpu.json]
 
 Self-contained on purpose: transformers/peft/safetensors are not installed here,
 so the safetensors file is parsed by hand and the Llama forward is written in
@@ -62,8 +60,7 @@ class LoRALinear(torch.nn.Module):
         self.rank = rank
         if rank:
             out_f, in_f = weight.shape
-            # PEFT uses kaiming_uniform_(a=sqrt(5)), whose bound reduces to 1/sqrt(in).
-            bound = 1.0 / math.sqrt(in_f)
+            bound = 1.0 / math.sqrt(in_f)  # PEFT's kaiming_uniform_(a=sqrt(5)) reduces to this
             self.lora_A = torch.nn.Parameter(torch.empty(rank, in_f).uniform_(-bound, bound))
             self.lora_B = torch.nn.Parameter(torch.zeros(out_f, rank))
             self.scale = alpha / rank
@@ -91,7 +88,7 @@ class Llama(torch.nn.Module):
         self.eps = cfg["rms_norm_eps"]
         self.n_heads, self.n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
         self.hd = cfg.get("head_dim") or cfg["hidden_size"] // self.n_heads
-        P = lambda t: torch.nn.Parameter(t, requires_grad=False)  # noqa: E731
+        P = lambda t: torch.nn.Parameter(t, requires_grad=False)  # noqa: E731  frozen base
         self.embed = P(sd["model.embed_tokens.weight"])  # also the (tied) LM head
         self.norm = P(sd["model.norm.weight"])
         self.layers = torch.nn.ModuleList()
@@ -99,10 +96,9 @@ class Llama(torch.nn.Module):
             p = f"model.layers.{i}."
             L = torch.nn.Module()
             L.ln1, L.ln2 = P(sd[p + "input_layernorm.weight"]), P(sd[p + "post_attention_layernorm.weight"])
-            for name in ("q", "k", "v", "o"):
-                setattr(L, name, LoRALinear(sd[f"{p}self_attn.{name}_proj.weight"], rank, alpha))
-            for name in ("gate", "up", "down"):
-                setattr(L, name, LoRALinear(sd[f"{p}mlp.{name}_proj.weight"], rank, alpha))
+            for name in ("q", "k", "v", "o", "gate", "up", "down"):  # every Linear but the tied head
+                block = "self_attn" if len(name) == 1 else "mlp"
+                setattr(L, name, LoRALinear(sd[f"{p}{block}.{name}_proj.weight"], rank, alpha))
             self.layers.append(L)
         inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, self.hd, 2, dtype=torch.float32) / self.hd))
         freqs = torch.outer(torch.arange(cfg["max_position_embeddings"], dtype=torch.float32), inv_freq)
@@ -148,8 +144,7 @@ class Llama(torch.nn.Module):
         return rms_norm(h, self.norm, self.eps) @ self.embed.t()
 
     def new_cache(self, B, max_len):
-        shape = (B, self.n_kv, max_len, self.hd)
-        return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.layers]
+        return [tuple(torch.zeros(B, self.n_kv, max_len, self.hd) for _ in "kv") for _ in self.layers]
 
 
 def median_time(fn, reps, warmup):
@@ -187,7 +182,7 @@ def main():
     ap.add_argument("--train-reps", type=int, default=30)
     ap.add_argument("--decode-reps", type=int, default=7)
     ap.add_argument("--decode-with-lora", action="store_true",
-                    help="decode with the (zero-B, unmerged) adapters attached instead of the bare base model")
+                    help="decode through the unmerged adapters (B reset to 0) instead of the bare base model")
     ap.add_argument("--out", default="/tmp/lora_cpu.json")
     args = ap.parse_args()
     if args.threads:
@@ -225,9 +220,10 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    t_step = median_time(lambda: step(model), args.train_reps, warmup=5)
+    loss0 = step(model).item()  # sanity: the loss must fall as the adapters memorise the batch
+    t_step = median_time(lambda: step(model), args.train_reps, warmup=4)
     print(f"train eager: {t_step * 1e6:.0f} us/step, {B * T / t_step:.0f} tok/s "
-          f"({sum(p.numel() for p in params)} trainable params)")
+          f"({sum(p.numel() for p in params)} trainable params; loss {loss0:.3f} -> {step(model).item():.3f})")
 
     compile_us, compile_note = None, None
     if not hasattr(torch, "compile"):
@@ -247,12 +243,10 @@ def main():
     # --- decode: greedy, KV cache ----------------------------------------------
     n_new = 200
     dec = model if args.decode_with_lora else base
-    if args.decode_with_lora:  # reset B to zero so the adapters are a no-op again
-        with torch.no_grad():
-            for L in model.layers:
-                for name in ("q", "k", "v", "o", "gate", "up", "down"):
-                    getattr(L, name).lora_B.zero_()
-    dec.eval()
+    with torch.no_grad():  # B back to 0: adapters cost their FLOPs but keep greedy ids exact
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.zero_()
     ids, _ = greedy(dec, n_new)  # warm-up, and the correctness check
     with open(GREEDY_REF) as f:
         matches = ids == json.load(f)["greedy_from_bos_200"][:n_new + 1]
@@ -261,17 +255,12 @@ def main():
           f"greedy ids match reference: {matches}")
 
     result = {
-        "torch_version": torch.__version__,
-        "threads": threads,
-        "train": {"batch": B, "seq": T, "rank": rank,
-                  "us_per_step": round(t_step * 1e6, 1),
+        "torch_version": torch.__version__, "threads": threads,
+        "train": {"batch": B, "seq": T, "rank": rank, "us_per_step": round(t_step * 1e6, 1),
                   "tokens_per_s": round(B * T / t_step, 1),
-                  "compile_us_per_step": compile_us,
-                  "compile_note": compile_note},
-        "decode": {"new_tokens": n_new,
-                   "us_per_token": round(t_dec / n_new * 1e6, 2),
-                   "tokens_per_s": round(n_new / t_dec, 1),
-                   "greedy_matches_reference": matches,
+                  "compile_us_per_step": compile_us, "compile_note": compile_note},
+        "decode": {"new_tokens": n_new, "us_per_token": round(t_dec / n_new * 1e6, 2),
+                   "tokens_per_s": round(n_new / t_dec, 1), "greedy_matches_reference": matches,
                    "with_lora": args.decode_with_lora},
         "logits_max_abs_diff": diff,
     }

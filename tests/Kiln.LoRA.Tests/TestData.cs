@@ -22,7 +22,7 @@ internal static class TestData
     internal sealed class TempDir : IDisposable
     {
         public string Path { get; } = Directory.CreateTempSubdirectory("kiln-test-").FullName;
-        public string File(string name) => System.IO.Path.Combine(Path, name);
+        public string File(params string[] names) => System.IO.Path.Combine([Path, .. names]);
         public void Dispose() { try { Directory.Delete(Path, recursive: true); } catch (IOException) { } }
     }
 }

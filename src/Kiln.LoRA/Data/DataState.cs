@@ -44,7 +44,7 @@ public sealed record DataState(int Epoch, int Index)
     }
 
     /// <summary>Writes the state to <paramref name="path"/> atomically.</summary>
-    public void Save(string path) => AtomicFileWriter.WriteAllText(path, ToJson());
+    public void Save(string path) => Kiln.LoRA.IO.AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>Reads a state written by <see cref="Save"/>.</summary>
     public static DataState Load(string path) => FromJson(File.ReadAllText(path));

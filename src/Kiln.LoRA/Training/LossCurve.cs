@@ -81,7 +81,7 @@ public static class LossCurve
     /// folder, then a rename), so a viewer refreshing the file during training never sees half a picture.</summary>
     public static void WriteSvg(string path, IReadOnlyList<LossPoint> train, IReadOnlyList<LossPoint>? validation = null,
         string title = "Training loss") =>
-        AtomicFileWriter.WriteAllText(path, ToSvg(train, validation, title));
+        Kiln.LoRA.IO.AtomicFile.WriteAllText(path, ToSvg(train, validation, title));
 
     private const string Bars = "▁▂▃▄▅▆▇█";
 
