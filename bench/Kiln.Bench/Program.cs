@@ -17,6 +17,18 @@ if (args.Length > 0 && args[0] == "rows")
     if (jsonPath is not null) File.WriteAllText(jsonPath, json); else Console.WriteLine(json);
     return 0;
 }
+if (args.Length > 0 && args[0] == "lora")
+{
+    // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.
+    string root = Path.GetFullPath(args.SkipWhile(a => a != "--root").Skip(1).FirstOrDefault() ?? ".");
+    var me = LoraRows.Measure(root);
+    if (args.Contains("--child")) { Console.WriteLine(JsonSerializer.Serialize(me)); return 0; }
+    string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
+    var unfused = LoraChild("KILN_DISABLE", "fusion", root);
+    var single = LoraChild("KILN_THREADS", "1", root);
+    Console.WriteLine(Report.LoraMarkdown(me, unfused, single, peer));
+    return 0;
+}
 if (args.Length > 0 && args[0] == "table")
 {
     string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
@@ -42,4 +54,17 @@ List<RowResult> RunChild(string env, string value)
     p.WaitForExit();
     if (p.ExitCode != 0) throw new InvalidOperationException($"child benchmark run ({env}={value}) failed with exit code {p.ExitCode}");
     return JsonSerializer.Deserialize<List<RowResult>>(File.ReadAllText(tmp))!;
+}
+
+LoraResult LoraChild(string env, string value, string root)
+{
+    var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false, RedirectStandardOutput = true };
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.ArgumentList.Add(typeof(CpuRows).Assembly.Location);
+    foreach (var a in new[] { "lora", "--child", "--root", root }) psi.ArgumentList.Add(a);
+    psi.Environment[env] = value;
+    using var p = Process.Start(psi)!;
+    string json = p.StandardOutput.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0) throw new InvalidOperationException($"child LoRA benchmark ({env}={value}) failed with exit code {p.ExitCode}");
+    return JsonSerializer.Deserialize<LoraResult>(json.Trim().Split('\n')[^1])!;
 }

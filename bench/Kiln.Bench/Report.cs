@@ -36,4 +36,26 @@ public static class Report
         }
         return sb.ToString();
     }
+
+    /// <summary>The LoRA training/decoding table: Kiln as built, fusion off, one thread, and the PyTorch peer JSON (bench/peers/lora_cpu.py).</summary>
+    internal static string LoraMarkdown(LoraResult kiln, LoraResult unfused, LoraResult single, string? peerPath)
+    {
+        double? peerTrain = null, peerDecode = null; int? peerThreads = null;
+        if (peerPath is not null)
+        {
+            var p = System.Text.Json.JsonDocument.Parse(File.ReadAllText(peerPath)).RootElement;
+            peerTrain = p.GetProperty("train").GetProperty("us_per_step").GetDouble();
+            peerDecode = p.GetProperty("decode").GetProperty("us_per_token").GetDouble();
+            peerThreads = p.GetProperty("threads").GetInt32();
+        }
+        string Cell(double? v) => v is null ? "—" : $"{v:F0}";
+        string Speed(double? peer, double mine) => peer is null ? "—" : $"{peer / mine:F2}×";
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"| stories260K, LoRA r8 all-linear | Kiln µs | tokens/s | Kiln fusion off µs | Kiln 1 thread µs | PyTorch ({peerThreads} thread) µs | Kiln vs PyTorch |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine($"| train step (4×128, fwd+bwd+AdamW) | {kiln.TrainUsPerStep:F0} | {kiln.TrainTokensPerS:F0} | {unfused.TrainUsPerStep:F0} | {single.TrainUsPerStep:F0} | {Cell(peerTrain)} | {Speed(peerTrain, kiln.TrainUsPerStep)} |");
+        sb.AppendLine($"| decode, per token (greedy, KV cache) | {kiln.DecodeUsPerToken:F0} | {kiln.DecodeTokensPerS:F0} | {unfused.DecodeUsPerToken:F0} | {single.DecodeUsPerToken:F0} | {Cell(peerDecode)} | {Speed(peerDecode, kiln.DecodeUsPerToken)} |");
+        sb.AppendLine($"\nKiln's greedy ids equal llama2.c's: {kiln.GreedyMatches}.");
+        return sb.ToString();
+    }
 }
