@@ -75,7 +75,7 @@ public sealed class LoraLinear : Linear
     {
         double p = Options.Dropout;
         var mask = new float[x.Numel];
-        var rng = new Data.SplitMix64(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
+        var rng = new SplitMix64(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
         float keep = (float)(1 / (1 - p));
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() >= p ? keep : 0f;
         return x * Tensor.FromArray(mask, [.. x.Shape]);

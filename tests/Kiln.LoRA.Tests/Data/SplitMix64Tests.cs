@@ -2,7 +2,7 @@ using Kiln.LoRA.Data;
 
 namespace Kiln.LoRA.Tests.Data;
 
-using SplitMix64 = Kiln.LoRA.Data.SplitMix64;
+
 
 public class SplitMix64Tests
 {

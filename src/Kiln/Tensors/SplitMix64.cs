@@ -1,8 +1,8 @@
-namespace Kiln.LoRA.Data;
+namespace Kiln;
 
 /// <summary>SplitMix64 (Steele, Lea and Flood 2014; the reference code is Vigna's splitmix64.c): a tiny PRNG
 /// whose output is fixed by its definition, unlike <see cref="System.Random"/> whose algorithm may change
-/// between .NET versions. Data order must be reproducible across processes and runtimes so that a resumed
+/// between .NET versions. Random tensors, LoRA dropout masks and data order must be reproducible across processes and runtimes so that a resumed
 /// run sees exactly the batches an uninterrupted run would.</summary>
 public struct SplitMix64
 {
@@ -19,11 +19,11 @@ public struct SplitMix64
         return z ^ (z >> 31);
     }
 
-    /// <summary>Uniform integer in [0, <paramref name="bound"/>), without modulo bias: draws are rejected
-    /// when they fall in the incomplete last block of size <c>2^64 mod bound</c>.</summary>
     /// <summary>Uniform in [0, 1) from the top 53 bits.</summary>
     public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
 
+    /// <summary>Uniform integer in [0, <paramref name="bound"/>), without modulo bias: draws are rejected
+    /// when they fall in the incomplete last block of size <c>2^64 mod bound</c>.</summary>
     public int NextBelow(int bound)
     {
         if (bound <= 0) throw new ArgumentOutOfRangeException(nameof(bound), bound, "must be positive");
