@@ -85,17 +85,22 @@ internal static class LayoutKernels
         var o = Indexing.Copy(x);
         int rows = x.Shape[^2], cols = x.Shape[^1];
         long mats = rows * cols == 0 ? 0 : o.Numel / ((long)rows * cols);
+        if (o.DType == DType.Float32) FillOutside(o.Span<float>(), mats, rows, cols, lower, k, (float)fill);
+        else if (o.DType == DType.Float64) FillOutside(o.Span<double>(), mats, rows, cols, lower, k, fill);
+        else throw new NotSupportedException($"triangle: dtype {o.DType.ShortName()}");
+        return o;
+    }
+
+    /// <summary>Per row, the kept columns are one contiguous run; the rest is filled with a span fill.</summary>
+    private static void FillOutside<T>(Span<T> o, long mats, int rows, int cols, bool lower, int k, T fill)
+    {
         for (long m = 0; m < mats; m++)
             for (int i = 0; i < rows; i++)
-                for (int j = 0; j < cols; j++)
-                {
-                    bool keep = lower ? j <= i + k : j >= i + k;
-                    if (keep) continue;
-                    long at = (m * rows + i) * cols + j;
-                    if (o.DType == DType.Float32) o.Span<float>()[(int)at] = (float)fill;
-                    else if (o.DType == DType.Float64) o.Span<double>()[(int)at] = fill;
-                    else throw new NotSupportedException($"triangle: dtype {o.DType.ShortName()}");
-                }
-        return o;
+            {
+                var row = o.Slice((int)((m * rows + i) * cols), cols);
+                int edge = (int)Math.Clamp((long)i + k, -1, cols);   // lower keeps j <= i+k, upper keeps j >= i+k
+                if (lower) row[Math.Clamp(edge + 1, 0, cols)..].Fill(fill);
+                else row[..Math.Clamp(edge, 0, cols)].Fill(fill);
+            }
     }
 }

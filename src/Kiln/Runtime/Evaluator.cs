@@ -103,7 +103,9 @@ internal static class Evaluator
     internal static Realised Execute(Node node, Realised[] inputs)
     {
         Interlocked.Increment(ref _kernelRuns);
+        long start = KernelProfile.Enabled ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         var r = Run(node, inputs);
+        if (KernelProfile.Enabled) KernelProfile.Add(node, start);
         // A kernel that hands back an input object unchanged would let that input's release free the output.
         foreach (var input in inputs)
             if (ReferenceEquals(r, input)) { r = new Realised(r.Buffer, r.Offset, r.Shape, r.Strides); break; }
