@@ -46,10 +46,16 @@ public sealed class Attention : Module
         if (ctx.Cache is { } cache) (k, v) = cache.Append(layer, k, v);
         int s = k.Shape[2];
 
-        var scores = q.Reshape(b, kvh, group, t, hd).MatMul(k.Unsqueeze(2).T) * (1 / Math.Sqrt(hd));   // (b, kvh, group, t, s)
-        if (t > 1) scores = scores.Triangle(lower: true, diagonal: s - t, fill: double.NegativeInfinity);
-        if (ctx.PaddingBias is { } pad) scores += pad;   // (b, 1, 1, 1, s)
-        var o = scores.Softmax(-1).MatMul(v.Unsqueeze(2));                                             // (b, kvh, group, t, hd)
+        var qg = q.Reshape(b, kvh, group, t, hd);
+        Tensor o;   // (b, kvh, group, t, hd)
+        if (ctx.PaddingBias is null)
+            o = Ops.ScaledDotProductAttention(qg, k.Unsqueeze(2), v.Unsqueeze(2), causal: t > 1);   // one fused op, no (t, s) scores
+        else
+        {
+            var scores = qg.MatMul(k.Unsqueeze(2).T) * (1 / Math.Sqrt(hd));                   // (b, kvh, group, t, s)
+            if (t > 1) scores = scores.Triangle(lower: true, diagonal: s - t, fill: double.NegativeInfinity);
+            o = (scores + ctx.PaddingBias).Softmax(-1).MatMul(v.Unsqueeze(2));                 // padding bias (b, 1, 1, 1, s)
+        }
         return O.Forward(o.Reshape(b, h, t, hd).Permute(0, 2, 1, 3).Reshape(b, t, h * hd));
     }
 }

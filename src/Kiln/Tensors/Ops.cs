@@ -109,6 +109,14 @@ public static class Ops
     public static Tensor ScatterAdd(Tensor x, int axis, Tensor index, Tensor source) =>
         Tensor.Apply(OpTable.ScatterAdd, new IntAttrs(Shapes.Axis(axis, x.Rank, "scatter_add")), x, index, source);
 
+    /// <summary>
+    /// softmax(scale·q·kᵀ, causal) · v in one op: q (..., T, D), k (..., S, D), v (..., S, Dv) with broadcasting
+    /// batch axes (pass k, v with a size-1 group axis for grouped-query attention). Causal is bottom-right
+    /// aligned: query i sees keys j ≤ i + S − T. Scale defaults to 1/√D. The (T, S) scores are never stored.
+    /// </summary>
+    public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, bool causal = false, double? scale = null) =>
+        Tensor.Apply(OpTable.Attention, new AttentionAttrs(scale ?? 1 / Math.Sqrt(q.Shape[^1]), causal), q, k, v);
+
     /// <summary>Fills everything above the diagonal of the last two axes with −∞ (causal attention).</summary>
     public static Tensor CausalMask(Tensor scores) => scores.Triangle(lower: true, diagonal: 0, fill: double.NegativeInfinity);
 

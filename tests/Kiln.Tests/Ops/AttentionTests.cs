@@ -1,0 +1,85 @@
+namespace Kiln.Tests.Ops;
+
+using Ops = Kiln.Ops;
+
+/// <summary>The fused attention op against its primitives (matmul, scale, causal mask, softmax, matmul) and
+/// against finite differences.</summary>
+public class AttentionTests
+{
+    private static Tensor Primitives(Tensor q, Tensor k, Tensor v, bool causal, double scale)
+    {
+        var s = q.MatMul(k.T) * scale;
+        if (causal) s = s.Triangle(lower: true, diagonal: k.Shape[^2] - q.Shape[^2], fill: double.NegativeInfinity);
+        return s.Softmax(-1).MatMul(v);
+    }
+
+    private static void Close(Tensor expected, Tensor actual, double tol, string what)
+    {
+        Assert.Equal(expected.Shape, actual.Shape);
+        var e = expected.ToArray<double>(); var a = actual.ToArray<double>();
+        for (int i = 0; i < e.Length; i++) Assert.True(Math.Abs(e[i] - a[i]) <= tol * (1 + Math.Abs(e[i])), $"{what}[{i}]: {e[i]} vs {a[i]}");
+    }
+
+    public static TheoryData<int[], int[], int[], bool> Shapes => new()
+    {
+        { [2, 3, 5, 4], [2, 3, 5, 4], [2, 3, 5, 6], false },
+        { [2, 3, 5, 4], [2, 3, 5, 4], [2, 3, 5, 6], true },
+        { [2, 2, 3, 7, 8], [2, 2, 1, 7, 8], [2, 2, 1, 7, 8], true },     // GQA: k/v broadcast over the group axis
+        { [1, 4, 1, 8], [1, 4, 9, 8], [1, 4, 9, 8], true },              // a decode step against a cache of 9
+        { [3, 2, 4], [3, 6, 4], [3, 6, 5], true },                       // T < S, bottom-right causal
+        { [5, 16], [33, 16], [33, 3], false },                           // no batch axes
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void ForwardAndGradientsMatchThePrimitives(int[] qs, int[] ks, int[] vs, bool causal)
+    {
+        foreach (var dt in new[] { DType.Float64, DType.Float32 })
+        {
+            var q = Tensor.RandomNormal(qs, 1, dtype: dt); var k = Tensor.RandomNormal(ks, 2, dtype: dt); var v = Tensor.RandomNormal(vs, 3, dtype: dt);
+            double scale = 1 / Math.Sqrt(qs[^1]), tol = dt == DType.Float64 ? 1e-12 : 2e-5;
+            var fused = Ops.ScaledDotProductAttention(q, k, v, causal);
+            var reference = Primitives(q, k, v, causal, scale);
+            Close(reference, fused, tol, $"forward {dt}");
+            var up = Tensor.RandomNormal([.. fused.Shape], 4, dtype: dt);
+            var gf = Autograd.Grad((fused * up).Sum(), q, k, v);
+            var gr = Autograd.Grad((reference * up).Sum(), q, k, v);
+            for (int i = 0; i < 3; i++) Close(gr[i], gf[i], dt == DType.Float64 ? 1e-11 : 1e-4, $"grad {"qkv"[i]} {dt}");
+        }
+    }
+
+    [Fact]
+    public void GradientsMatchFiniteDifferences()
+    {
+        var q = Tensor.RandomNormal([2, 3, 4], 5, dtype: DType.Float64);
+        var k = Tensor.RandomNormal([2, 5, 4], 6, dtype: DType.Float64);
+        var v = Tensor.RandomNormal([2, 5, 3], 7, dtype: DType.Float64);
+        var w = Tensor.RandomNormal([2, 3, 3], 8, dtype: DType.Float64);
+        Tensor[] xs = [q, k, v];
+        double F(Tensor[] t) => (Ops.ScaledDotProductAttention(t[0], t[1], t[2], causal: true) * w).Sum().Item<double>();
+        var grads = Autograd.Grad((Ops.ScaledDotProductAttention(q, k, v, causal: true) * w).Sum(), q, k, v);
+        for (int a = 0; a < 3; a++)
+        {
+            var x = xs[a].ToArray<double>(); var g = grads[a].ToArray<double>();
+            for (int i = 0; i < x.Length; i += 3)
+            {
+                const double h = 1e-6;
+                var p = (double[])x.Clone(); p[i] += h; var m = (double[])x.Clone(); m[i] -= h;
+                var tp = (Tensor[])xs.Clone(); tp[a] = Tensor.FromArray(p, [.. xs[a].Shape]);
+                var tm = (Tensor[])xs.Clone(); tm[a] = Tensor.FromArray(m, [.. xs[a].Shape]);
+                double fd = (F(tp) - F(tm)) / (2 * h);
+                Assert.True(Math.Abs(fd - g[i]) < 1e-7, $"input {a}[{i}]: finite difference {fd}, analytic {g[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void BadShapesNameTheOpAndShapes()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(Tensor.Zeros([2, 3, 4]), Tensor.Zeros([2, 5, 6]), Tensor.Zeros([2, 5, 6])));
+        Assert.Contains("attention", e.Message);
+        Assert.Contains("(2, 5, 6)", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(Tensor.Zeros([6, 4]), Tensor.Zeros([5, 4]), Tensor.Zeros([5, 4]), causal: true));
+        Assert.Contains("causal", e.Message);
+    }
+}
