@@ -37,13 +37,14 @@ internal static class TrainCommand
         var device = new Option<string>("--device") { Description = "cpu (CUDA arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<ulong>("--seed") { Description = "seed for LoRA init, shuffling and dropout", DefaultValueFactory = _ => 0 };
         var buckets = new Option<bool>("--buckets") { Description = "length buckets instead of packing" };
+        var checkpointing = new Option<bool>("--grad-checkpoint") { Description = "recompute layers in the backward pass to save activation memory" };
         var sample = new Option<string?>("--sample-prompt") { Description = "after training, generate from this prompt with and without the adapter" };
         var sampleTokens = new Option<int>("--sample-tokens") { Description = "tokens to generate for the sample", DefaultValueFactory = _ => 60 };
 
         var cmd = new Command("train", "LoRA fine-tune a model on text or JSONL data")
         {
             model, tokenizer, data, output, rank, alpha, dropout, targets, lr, schedule, warmup, steps, epochs, batch, accum,
-            maxSeq, clip, valData, valEvery, saveEvery, resume, device, seed, buckets, sample, sampleTokens,
+            maxSeq, clip, valData, valEvery, saveEvery, resume, device, seed, buckets, checkpointing, sample, sampleTokens,
         };
         cmd.SetAction(r => CliErrors.Run(r.GetValue(verbose), () =>
         {
@@ -56,6 +57,7 @@ internal static class TrainCommand
                 Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), GradAccumulation = r.GetValue(accum), MaxSeq = r.GetValue(maxSeq),
                 ClipNorm = r.GetValue(clip) > 0 ? r.GetValue(clip) : null, ValidateEvery = r.GetValue(valEvery), SaveEvery = r.GetValue(saveEvery),
                 Resume = r.GetValue(resume), Seed = r.GetValue(seed), Batching = r.GetValue(buckets) ? BatchMode.LengthBuckets : BatchMode.Packing,
+                GradientCheckpointing = r.GetValue(checkpointing),
             };
             return Run(r.GetValue(model)!, r.GetValue(tokenizer), options, r.GetValue(sample), r.GetValue(sampleTokens));
         }));

@@ -46,6 +46,10 @@ public sealed class CausalLM : Module
     public ModelConfig Config { get; }
     public DecoderStack Model { get; }
 
+    /// <summary>Recompute each decoder layer during the backward pass instead of keeping its activations
+    /// (memory for compute; gradients are unchanged). Affects only graphs that are differentiated.</summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <summary>The output projection, or null when it is tied to the token embedding.</summary>
     public Linear? LmHead { get; private set; }
 
@@ -95,7 +99,7 @@ public sealed class CausalLM : Module
         }
         var ctx = new ForwardContext(_rotary, positions, cache, padBias);
         var x = Model.EmbedTokens.Forward(ids);
-        for (int i = 0; i < Model.Layers.Count; i++) x = Model.Layers[i].Forward(x, ctx, i);
+        for (int i = 0; i < Model.Layers.Count; i++) x = Model.Layers[i].Forward(GradientCheckpointing ? Ops.Checkpoint(x) : x, ctx, i);
         return Model.Norm.Forward(x);
     }
 

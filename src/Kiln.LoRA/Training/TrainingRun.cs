@@ -31,6 +31,8 @@ public sealed record TrainingRunOptions
     public double LabelSmoothing { get; init; }
     public BatchMode Batching { get; init; } = BatchMode.Packing;
     public bool TrainOnPrompt { get; init; }
+    /// <summary>Recompute decoder layers in the backward pass instead of storing their activations.</summary>
+    public bool GradientCheckpointing { get; init; }
     /// <summary>Validation loss every N steps (0: only at the end when validation data is given).</summary>
     public int ValidateEvery { get; init; }
     /// <summary>Checkpoint every N steps (0: none besides the final adapter).</summary>
@@ -100,6 +102,7 @@ public sealed class TrainingRun
             GradAccumulation = _o.GradAccumulation,
             LabelSmoothing = _o.LabelSmoothing,
         });
+        _model.GradientCheckpointing = _o.GradientCheckpointing;
         var trainLoss = new List<LossPoint>(); var valLoss = new List<LossPoint>();
         if (resumeDir is not null) Restore(resumeDir, trainer, loader, trainLoss, valLoss);
 

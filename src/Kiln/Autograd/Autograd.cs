@@ -34,18 +34,20 @@ public static class Autograd
         var (order, reaches) = TopologicalOrder(output.Node, targets);
 
         var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance) { [output.Node] = seed.Cast(output.DType) };
+        var recompute = Recompute.For(order);
         for (int i = order.Count - 1; i >= 0; i--)
         {
             var node = order[i];
             if (!grads.TryGetValue(node, out var g)) continue;
             var inputs = node.InputArray;
+            var seen = recompute?.View(node, g) ?? node;   // inside a checkpointed segment: the recomputed copy
             if (node.Op.Grad is null)
             {
                 if (inputs.Any(n => n.DType.IsFloat() && reaches.Contains(n)))
                     throw new NotSupportedException($"grad: op {node.Op.Name} has no gradient rule, so gradients cannot flow through {node}");
                 continue;
             }
-            var ctx = new GradContext(node, inputs.Select(n => new Tensor(n)).ToArray(), new Tensor(node), g);
+            var ctx = new GradContext(seen, seen.InputArray.Select(n => new Tensor(n)).ToArray(), new Tensor(seen), g);
             var gs = node.Op.Grad(ctx);
             for (int k = 0; k < inputs.Length; k++)
             {
@@ -71,5 +73,57 @@ public static class Autograd
         foreach (var n in order)   // inputs first, so each node sees its inputs' answer
             if (targets.Contains(n) || n.InputArray.Any(reaches.Contains)) reaches.Add(n);
         return (order, reaches);
+    }
+
+    /// <summary>
+    /// Gradient checkpointing (see <see cref="Ops.Checkpoint"/>): each node downstream of a checkpoint mark
+    /// belongs to the segment of the latest mark it depends on. Gradient rules of a segment's nodes see a copy
+    /// of the segment rebuilt from after(mark, gate), gate being the first gradient that reaches the segment
+    /// in the backward walk, so the copy runs only when the backward pass gets there.
+    /// </summary>
+    private sealed class Recompute
+    {
+        private readonly Dictionary<Node, int> _segment;
+        private readonly Dictionary<int, Node> _gate = [];
+        private readonly Dictionary<Node, Node> _copies = new(ReferenceEqualityComparer.Instance);
+
+        private Recompute(Dictionary<Node, int> segment) => _segment = segment;
+
+        public static Recompute? For(List<Node> order)
+        {
+            if (!order.Any(n => ReferenceEquals(n.Op, OpTable.Checkpoint))) return null;
+            var segment = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+            int marks = 0;
+            foreach (var n in order)   // inputs first
+            {
+                int s = 0;
+                foreach (var i in n.InputArray) s = Math.Max(s, segment.GetValueOrDefault(i));
+                segment[n] = ReferenceEquals(n.Op, OpTable.Checkpoint) ? ++marks : s;
+            }
+            return new Recompute(segment);
+        }
+
+        /// <summary>The node a gradient rule should see: the node itself outside segments, else its copy.</summary>
+        public Node View(Node n, Tensor upstream)
+        {
+            int s = _segment.GetValueOrDefault(n);
+            if (s == 0 || n.IsRealised || n.InputArray.Length == 0) return n;
+            _gate.TryAdd(s, upstream.Node);   // the backward walk reaches segment s here first
+            return Copy(n, s);
+        }
+
+        private Node Copy(Node n, int s)
+        {
+            if (_copies.TryGetValue(n, out var c)) return c;
+            if (ReferenceEquals(n.Op, OpTable.Checkpoint))
+                c = new Node(OpTable.After, [n, _gate[s]], null, n.Shape, n.DType, n.Device);
+            else
+            {
+                var inputs = n.InputArray.Select(i => _segment.GetValueOrDefault(i) == s && !i.IsRealised && i.InputArray.Length > 0 ? Copy(i, s) : i).ToArray();
+                c = new Node(n.Op, inputs, n.Attrs, n.Shape, n.DType, n.Device);
+            }
+            _copies[n] = c;
+            return c;
+        }
     }
 }

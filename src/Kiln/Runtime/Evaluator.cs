@@ -41,8 +41,18 @@ internal static class Evaluator
         finally { foreach (var s in slots) Release(s); }
     }
 
+    /// <summary>Peak bytes of intermediates held at once by this thread's last Eval (non-view results; what
+    /// memory-saving changes such as gradient checkpointing are measured by).</summary>
+    [ThreadStatic] private static long _lastPeakBytes;
+
+    internal static long LastPeakBytes => _lastPeakBytes;
+
+    private static long Bytes(Plan plan, int i, Realised v) =>
+        plan.Nodes[i].Op.Fusion == FusionClass.View ? 0 : v.Numel * v.DType.SizeInBytes();
+
     private static void RunLevels(Plan plan, Realised[] slots, Node[] requested)
     {
+        long live = 0, peak = 0;
         for (int k = 0; k < requested.Length; k++)
             if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);   // optimized to an input
         var vals = new Realised?[plan.Nodes.Length];
@@ -66,16 +76,19 @@ internal static class Evaluator
             else
                 foreach (int i in level) vals[i] = RunNode(plan, i, vals, slots);
 
+            foreach (int i in level) live += Bytes(plan, i, vals[i]!);
+            peak = Math.Max(peak, live);
             // Release what this level consumed last (bookkeeping after the level, so no thread races a reader).
             foreach (int i in level)
             {
                 var owners = plan.OwnersOf[i];
                 foreach (int j in plan.Inputs[i])
-                    if (j >= 0 && --remaining[j] == 0 && plan.OwnersOf[j].Length == 0) Release(vals[j]!);
+                    if (j >= 0 && --remaining[j] == 0 && plan.OwnersOf[j].Length == 0) { live -= Bytes(plan, j, vals[j]!); Release(vals[j]!); }
                 if (owners.Length > 0) Publish(vals[i]!, owners, requested, remaining[i]);
-                else if (remaining[i] == 0) Release(vals[i]!);
+                else if (remaining[i] == 0) { live -= Bytes(plan, i, vals[i]!); Release(vals[i]!); }
             }
         }
+        _lastPeakBytes = peak;
     }
 
     /// <summary>Gives a computed value to the requested nodes it answers: the first takes it, others get views.</summary>

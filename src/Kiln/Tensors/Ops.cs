@@ -110,6 +110,13 @@ public static class Ops
         Tensor.Apply(OpTable.ScatterAdd, new IntAttrs(Shapes.Axis(axis, x.Rank, "scatter_add")), x, index, source);
 
     /// <summary>
+    /// Marks <paramref name="x"/> as the input of a gradient-checkpointed segment (everything computed from it
+    /// up to the next mark). Its value is unchanged; autograd recomputes the segment during the backward pass
+    /// instead of keeping its activations, trading one extra forward of the segment for memory.
+    /// </summary>
+    public static Tensor Checkpoint(Tensor x) => Tensor.Apply(OpTable.Checkpoint, null, x);
+
+    /// <summary>
     /// softmax(scale·q·kᵀ, causal) · v in one op: q (..., T, D), k (..., S, D), v (..., S, Dv) with broadcasting
     /// batch axes (pass k, v with a size-1 group axis for grouped-query attention). Causal is bottom-right
     /// aligned: query i sees keys j ≤ i + S − T. Scale defaults to 1/√D. The (T, S) scores are never stored.

@@ -109,3 +109,27 @@ public class TrainerPlanTests
         Assert.Equal(before, Kiln.Runtime.PlanCache.Misses);
     }
 }
+
+[Collection(nameof(PlanCountingCollection))]
+public class GradientCheckpointingTests
+{
+    [Fact]
+    public void SameLossesAndLessActivationMemoryOnTheRealModel()
+    {
+        var rng = new Random(3);
+        var batch = new TokenBatch(Enumerable.Range(0, 512).Select(_ => rng.Next(512)).ToArray(), Enumerable.Range(0, 512).Select(_ => rng.Next(512)).ToArray(), 4, 128);
+        (double[] Losses, long Peak) Run(bool checkpointing)
+        {
+            var m = Kiln.LoRA.Models.Pretrained.Load(TestData.File("models", "stories260K", "stories260K.bin")).Model;
+            Lora.Apply(m, new LoraConfig { Rank = 4, TargetModules = LoraConfig.AllLinear }, seed: 1);
+            m.GradientCheckpointing = checkpointing;
+            var t = new Trainer(m, new TrainerOptions());
+            var losses = Enumerable.Range(0, 3).Select(_ => t.Feed(batch, 1e-2)!.Loss).ToArray();
+            return (losses, Kiln.Runtime.Evaluator.LastPeakBytes);
+        }
+        var plain = Run(false);
+        var ckpt = Run(true);
+        for (int i = 0; i < 3; i++) Assert.Equal(plain.Losses[i], ckpt.Losses[i], 5);
+        Assert.True(ckpt.Peak < plain.Peak * 0.8, $"peak intermediates {ckpt.Peak} B with checkpointing vs {plain.Peak} B without");
+    }
+}

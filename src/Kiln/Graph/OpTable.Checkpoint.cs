@@ -1,0 +1,19 @@
+// Gradient checkpointing as graph structure. `checkpoint` marks the input of a segment (an identity view);
+// autograd then builds the segment's backward from a recomputed copy of the segment whose input is
+// `after(mark, gate)`: the mark's value, but only once the gate (the gradient arriving at the segment) exists.
+// So the recompute is scheduled during the backward pass and the forward's activations can be freed.
+namespace Kiln.Graph;
+
+public static partial class OpTable
+{
+    public static readonly OpDef Checkpoint = new("checkpoint", 1, FusionClass.View,
+        (i, _) => (i[0].Shape, i[0].DType),
+        (x, _) => new Runtime.Realised(x[0].Buffer, x[0].Offset, x[0].Shape, x[0].Strides),
+        c => [c.Upstream], widensHalf: false);
+
+    /// <summary>x, ordered after <c>gate</c> (whose value is not read): a scheduling edge, no data flow.</summary>
+    public static readonly OpDef After = new("after", 2, FusionClass.View,
+        (i, _) => (i[0].Shape, i[0].DType),
+        (x, _) => new Runtime.Realised(x[0].Buffer, x[0].Offset, x[0].Shape, x[0].Strides),
+        c => [c.Upstream, null], widensHalf: false);
+}
