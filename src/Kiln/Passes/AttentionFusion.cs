@@ -15,7 +15,7 @@ internal sealed class AttentionFusion : IRewritePass
         bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
         if (!Is(n, OpTable.MatMul) || n.DType is not (DType.Float32 or DType.Float64)) return null;
         Node p = n.InputArray[0], v = n.InputArray[1];
-        if (!Computed(p) || !Is(p, OpTable.Softmax) || ((IntAttrs)p.Attrs!).Value != p.Shape.Length - 1) return null;
+        if (!Computed(p) || !SingleUse(p) || !Is(p, OpTable.Softmax) || ((IntAttrs)p.Attrs!).Value != p.Shape.Length - 1) return null;
         Node x = p.InputArray[0];
         bool causal = false;
         if (Computed(x) && Is(x, OpTable.Triangle) && x.Attrs is TriangleAttrs { Lower: true, Fill: double.NegativeInfinity } t)

@@ -21,7 +21,7 @@ internal sealed class EpilogueFusion : IRewritePass
         if (act >= 0)
         {
             var p = n.InputArray[0];
-            if (!Computed(p)) return null;
+            if (!Computed(p) || !SingleUse(p)) return null;
             if (ReferenceEquals(p.Op, OpTable.MatMul))
                 return Make(p.InputArray, null, n.Op.Name, n);
             if (ReferenceEquals(p.Op, OpTable.MatMulEpilogue) && ((EpilogueAttrs)p.Attrs!).Activation is null)
@@ -31,7 +31,7 @@ internal sealed class EpilogueFusion : IRewritePass
         // matmul + bias (either order), bias of shape (out,)
         if (!ReferenceEquals(n.Op, OpTable.Add)) return null;
         foreach (var (m, b) in Orders(n))
-            if (Computed(m) && ReferenceEquals(m.Op, OpTable.MatMul) && b.Shape.Length == 1 && b.DType == n.DType
+            if (Computed(m) && SingleUse(m) && ReferenceEquals(m.Op, OpTable.MatMul) && b.Shape.Length == 1 && b.DType == n.DType
                 && b.Shape[0] == n.Shape[^1] && Shapes.Equal(m.Shape, n.Shape))
                 return Make(m.InputArray, b, null, n);
         return null;

@@ -63,6 +63,19 @@ internal static class GraphOptimizer
         var canonical = new Dictionary<NodeKey, Node>();
         var order = GraphWalk.Topological(outputs, isInput);
         if (firstCount == 0) firstCount = order.Count;
+        var uses = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        foreach (var n in order) foreach (var i in n.InputArray) uses[i] = uses.GetValueOrDefault(i) + 1;
+        foreach (var o in outputs) uses[o] = uses.GetValueOrDefault(o) + 1;
+        var consumers = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);   // of the rewritten nodes
+        PatternHelpers.Consumers = consumers;
+        try { SweepNodes(order, map, canonical, uses, consumers, passes, cse, isInput, counts, ref rewrites); }
+        finally { PatternHelpers.Consumers = null; }
+        return outputs.Select(o => map.TryGetValue(o, out var m) ? m : o).ToArray();
+    }
+
+    private static void SweepNodes(List<Node> order, Dictionary<Node, Node> map, Dictionary<NodeKey, Node> canonical, Dictionary<Node, int> uses,
+        Dictionary<Node, int> consumers, IRewritePass[] passes, bool cse, Func<Node, bool> isInput, Dictionary<string, int> counts, ref int rewrites)
+    {
         foreach (var n in order)
         {
             var ins = n.InputArray;
@@ -93,8 +106,8 @@ internal static class GraphOptimizer
                 else canonical[key] = node;
             }
             map[n] = node;
+            consumers[node] = consumers.GetValueOrDefault(node) + uses.GetValueOrDefault(n);
         }
-        return outputs.Select(o => map.TryGetValue(o, out var m) ? m : o).ToArray();
     }
 
     private static void Count(Dictionary<string, int> counts, string name) => counts[name] = counts.GetValueOrDefault(name) + 1;

@@ -28,7 +28,7 @@ internal sealed class LoraFusion : IRewritePass
     /// <summary>p = x·W, q = the LoRA branch of the same x.</summary>
     private static Node? Match(Node p, Node q, Func<Node, bool> computed)
     {
-        if (!computed(p) || !Is(p, OpTable.MatMul)) return null;
+        if (!computed(p) || !SingleUse(p) || !Is(p, OpTable.MatMul)) return null;
         Node x = p.InputArray[0], w = p.InputArray[1];
         if (w.Shape.Length != 2 || x.Shape.Length < 2) return null;
         if (!Branch(q, x, computed, out var a, out var b, out double s)) return null;
@@ -45,10 +45,10 @@ internal sealed class LoraFusion : IRewritePass
             foreach (var (prod, c) in Orders(q))
                 if (c.Attrs is FillAttrs f && c.Shape.Length == 0 && Branch(prod, x, computed, out a, out b, out double inner))
                 { s = inner * f.Value; return true; }
-        if (!computed(q) || !Is(q, OpTable.MatMul)) return false;
+        if (!computed(q) || !SingleUse(q) || !Is(q, OpTable.MatMul)) return false;
         Node xa = q.InputArray[0];
         b = Scaled(q.InputArray[1], computed, ref s);
-        if (!computed(xa) || !Is(xa, OpTable.MatMul) || !ReferenceEquals(xa.InputArray[0], x)) return false;
+        if (!computed(xa) || !SingleUse(xa) || !Is(xa, OpTable.MatMul) || !ReferenceEquals(xa.InputArray[0], x)) return false;
         a = Scaled(xa.InputArray[1], computed, ref s);
         return true;
     }

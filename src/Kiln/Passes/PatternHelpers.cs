@@ -10,6 +10,16 @@ internal static class PatternHelpers
     /// <summary>(a, b) and (b, a) for a binary node, to match commutative ops in either order.</summary>
     public static (Node, Node)[] Orders(Node n) => [(n.InputArray[0], n.InputArray[1]), (n.InputArray[1], n.InputArray[0])];
 
+    /// <summary>Consumers of each node of the graph being swept (set by the optimizer for the sweep's duration).</summary>
+    [ThreadStatic] internal static Dictionary<Node, int>? Consumers;
+
+    /// <summary>
+    /// True unless the node feeds more than one consumer. A pass that folds a node into a bigger op must not
+    /// fold one that others also read (e.g. a matmul whose output the backward pass needs): the others would
+    /// recompute it, and the GEMM would run twice.
+    /// </summary>
+    public static bool SingleUse(Node n) => Consumers is null || !Consumers.TryGetValue(n, out int c) || c <= 1;
+
     /// <summary>A node computed inside the graph being optimized (not one of its fixed inputs).</summary>
     public static bool Computed(Node n, Func<Node, bool> isInput) => n.InputArray.Length > 0 && !isInput(n);
 }

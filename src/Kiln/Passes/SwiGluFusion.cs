@@ -16,7 +16,7 @@ internal sealed class SwiGluFusion : IRewritePass
         if (!ReferenceEquals(n.Op, OpTable.Mul) || n.DType is not (DType.Float32 or DType.Float64)) return null;
         foreach (var (g, u) in Orders(n))
         {
-            if (!Computed(g) || !Computed(u) || !ReferenceEquals(g.Op, OpTable.MatMulEpilogue) || !ReferenceEquals(u.Op, OpTable.MatMul)) continue;
+            if (!Computed(g) || !Computed(u) || !SingleUse(g) || !SingleUse(u) || !ReferenceEquals(g.Op, OpTable.MatMulEpilogue) || !ReferenceEquals(u.Op, OpTable.MatMul)) continue;
             if (g.InputArray.Length != 2 || ((EpilogueAttrs)g.Attrs!).Activation != OpTable.Silu.Name) continue;
             Node x = g.InputArray[0];
             if (!ReferenceEquals(u.InputArray[0], x) || !Shapes.Equal(g.Shape, n.Shape) || !Shapes.Equal(u.Shape, n.Shape)) continue;
