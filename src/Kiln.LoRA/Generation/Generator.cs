@@ -99,7 +99,7 @@ public sealed class Generator(CausalLM model, ITokenizer tokenizer)
             throw new ArgumentException($"prompt ({longest} tokens) + max tokens ({options.MaxTokens}) exceeds the model's {model.Config.MaxPositions} positions");
         var stops = StopTokens(options);
         var samplers = Enumerable.Range(0, b).Select(i => new Sampler(options with { Seed = options.Seed + (ulong)i })).ToArray();
-        var cache = new KvCache(model.Config.Layers);
+        var cache = new KvCache(model.Config.Layers, fixedCapacity: false);   // left padding needs the mask path
         var mask = new List<int>[b]; var next = new int[b]; var pos = new int[b];
         var ids = new int[b * longest]; var positions = new int[b * longest];
         for (int r = 0; r < b; r++)

@@ -43,13 +43,14 @@ public sealed class Attention : Module
         var v = V.Forward(x).Reshape(b, t, kvh, hd).Permute(0, 2, 1, 3);
         q = ctx.Rotary.Apply(q, ctx.Positions);
         k = ctx.Rotary.Apply(k, ctx.Positions);
-        if (ctx.Cache is { } cache) (k, v) = cache.Append(layer, k, v);
+        Tensor? valid = null;
+        if (ctx.Cache is { } cache) (k, v, valid) = cache.Append(layer, k, v);
         int s = k.Shape[2];
 
         var qg = q.Reshape(b, kvh, group, t, hd);
         Tensor o;   // (b, kvh, group, t, hd)
         if (ctx.PaddingBias is null)
-            o = Ops.ScaledDotProductAttention(qg, k.Unsqueeze(2), v.Unsqueeze(2), causal: t > 1);   // one fused op, no (t, s) scores
+            o = Ops.ScaledDotProductAttention(qg, k.Unsqueeze(2), v.Unsqueeze(2), causal: t > 1, validKeys: valid);   // one fused op, no (t, s) scores
         else
         {
             var scores = qg.MatMul(k.Unsqueeze(2).T) * (1 / Math.Sqrt(hd));                   // (b, kvh, group, t, s)

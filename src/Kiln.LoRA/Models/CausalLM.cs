@@ -85,7 +85,11 @@ public sealed class CausalLM : Module
         if (ids.Rank != 2) throw new ArgumentException($"CausalLM.Forward: ids must be (batch, seq), got shape [{string.Join(", ", ids.Shape)}]");
         if (ids.DType is not (DType.Int32 or DType.Int64)) throw new ArgumentException($"CausalLM.Forward: ids must be integers, got {ids.DType}");
         int b = ids.Shape[0], t = ids.Shape[1], past = cache?.Length ?? 0;
-        positions ??= new Positions(past);
+        if (cache is { FixedCapacity: true } && attentionMask is not null)
+            throw new ArgumentException("CausalLM.Forward: a padding mask needs a growing cache (new KvCache(layers, fixedCapacity: false))");
+        // With a fixed-capacity cache the position goes in as data, so decode steps share one plan.
+        positions ??= cache is { FixedCapacity: true } ? Positions.AsData(past) : new Positions(past);
+        cache?.Begin(t, b, Config.KvHeads, Config.HeadDim);
         if (positions.PerRow is { } pr && pr.Length != b * t)
             throw new ArgumentException($"CausalLM.Forward: {pr.Length} positions given for ids of shape [{b}, {t}]");
         Tensor? padBias = null;

@@ -45,7 +45,8 @@ internal sealed class Rotary
     /// <summary>x is (B, heads, T, head_dim).</summary>
     public Tensor Apply(Tensor x, Positions positions)
     {
-        if (!_scaled && positions.PerRow is null) return x.Rope(_theta, interleaved: false, offset: positions.Offset);
+        if (!_scaled && positions.PerRow is null)
+            return positions.OffsetData is { } o ? x.Rope(o, _theta) : x.Rope(_theta, interleaved: false, offset: positions.Offset);
         var (cos, sin) = positions.Tables ??= Tables(positions, x.Shape[0], x.Shape[2]);
         int half = x.Shape[^1] / 2;
         var rotated = Ops.Concat([-x.Slice(-1, half), x.Slice(-1, 0, half)], axis: -1);
@@ -84,8 +85,13 @@ public sealed class Positions
 
     public Positions(int[] perRow) { PerRow = perRow; }
 
+    /// <summary>Positions offset.. for every row, with the offset passed to the kernels as data (not as a
+    /// graph constant), so consecutive decode steps run the same graph.</summary>
+    public static Positions AsData(int offset) => new(offset) { OffsetData = Tensor.FromArray(new[] { offset }, []) };
+
     public int Offset { get; }
     public int[]? PerRow { get; }
+    internal Tensor? OffsetData { get; private init; }
 
     // The cos/sin tables are shared by every layer of one forward call.
     internal (Tensor Cos, Tensor Sin)? Tables { get; set; }

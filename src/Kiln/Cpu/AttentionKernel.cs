@@ -10,9 +10,9 @@ namespace Kiln.Cpu;
 
 internal static class AttentionKernel
 {
-    public static Realised Forward(Realised q, Realised k, Realised v, AttentionAttrs a, int[] outShape)
+    public static Realised Forward(Realised q, Realised k, Realised v, Realised? valid, AttentionAttrs a, int[] outShape)
     {
-        var g = new Geometry(q, k, v);
+        var g = new Geometry(q, k, v, valid);
         q = Strided.Contiguous(q); k = Strided.Contiguous(k); v = Strided.Contiguous(v);
         var o = Realised.Contiguous(BufferPool.Rent(q.DType, Shapes.Numel(outShape)), outShape);
         if (q.DType == DType.Float32) Forward(g, (float)a.Scale, a.Causal, q, k, v, o);
@@ -20,9 +20,9 @@ internal static class AttentionKernel
         return o;
     }
 
-    public static Realised Backward(Realised q, Realised k, Realised v, Realised o, Realised dO, AttentionAttrs a)
+    public static Realised Backward(Realised q, Realised k, Realised v, Realised o, Realised dO, Realised? valid, AttentionAttrs a)
     {
-        var g = new Geometry(q, k, v);
+        var g = new Geometry(q, k, v, valid);
         q = Strided.Contiguous(q); k = Strided.Contiguous(k); v = Strided.Contiguous(v); o = Strided.Contiguous(o); dO = Strided.Contiguous(dO);
         long total = q.Numel + k.Numel + v.Numel;
         var r = Realised.Contiguous(BufferPool.Rent(q.DType, total), [(int)total]);
@@ -45,7 +45,7 @@ internal static class AttentionKernel
             {
                 int n = (int)(r / g.T), i = (int)(r % g.T);
                 if (n != loaded) { g.Transposed(k.Span<T>(), v.Span<T>(), n, kT, vT); loaded = n; }
-                int len = causal ? Math.Min(g.S, i + g.S - g.T + 1) : g.S;
+                int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
                 T l = Probabilities(g, qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D), kT, scale, p.AsSpan(0, len));
                 var oi = os.Slice((int)(r * g.Dv), g.Dv);
                 for (int d = 0; d < g.Dv; d++) oi[d] = TensorPrimitives.Dot<T>(p.AsSpan(0, len), vT.AsSpan(d * g.S, len)) / l;
@@ -107,7 +107,7 @@ internal static class AttentionKernel
             for (int i = 0; i < g.T; i++)
             {
                 long r = (long)n * g.T + i;
-                int len = causal ? Math.Min(g.S, i + g.S - g.T + 1) : g.S;
+                int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
                 int qAt = (int)(g.QOff[n] + (long)i * g.D);
                 var qi = qs.Slice(qAt, g.D);
                 var doi = dos.Slice((int)(r * g.Dv), g.Dv);
@@ -140,11 +140,21 @@ internal static class AttentionKernel
     private sealed class Geometry
     {
         public readonly int T, S, D, Dv, Batches;
+        /// <summary>Keys in use: S, or the valid count of a KV cache with spare capacity.</summary>
+        public readonly int Keys;
         public readonly long[] QOff, KOff, VOff;
 
-        public Geometry(Realised q, Realised k, Realised v)
+        public Geometry(Realised q, Realised k, Realised v, Realised? valid)
         {
             T = q.Shape[^2]; S = k.Shape[^2]; D = q.Shape[^1]; Dv = v.Shape[^1];
+            Keys = S;
+            if (valid is not null)
+            {
+                long n = valid.DType == DType.Int32 ? valid.Span<int>()[0] : valid.Span<long>()[0];
+                if (n < 1 || n > S) throw new ArgumentOutOfRangeException(nameof(valid), $"attention: {n} valid keys given for {S} key slots");
+                if (n < T) throw new ArgumentOutOfRangeException(nameof(valid), $"attention: {n} valid keys for {T} queries (each query needs its own key)");
+                Keys = (int)n;
+            }
             int rank = Math.Max(q.Shape.Length, Math.Max(k.Shape.Length, v.Shape.Length)) - 2;
             int[] Pad(int[] s) => [.. Enumerable.Repeat(1, rank - (s.Length - 2)), .. s.AsSpan(0, s.Length - 2)];
             int[] qb = Pad(q.Shape), kb = Pad(k.Shape), vb = Pad(v.Shape);
@@ -158,7 +168,7 @@ internal static class AttentionKernel
         public void Transposed<T>(ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, T[] kT, T[] vT) where T : unmanaged
         {
             var kb = k.Slice((int)KOff[n], S * D); var vb = v.Slice((int)VOff[n], S * Dv);
-            for (int j = 0; j < S; j++)
+            for (int j = 0; j < Keys; j++)
             {
                 for (int d = 0; d < D; d++) kT[d * S + j] = kb[j * D + d];
                 for (int d = 0; d < Dv; d++) vT[d * S + j] = vb[j * Dv + d];
@@ -169,7 +179,7 @@ internal static class AttentionKernel
         public void AddTransposed<T>(T[] src, Span<T> dst, long offset, int width) where T : unmanaged, INumber<T>
         {
             var d0 = dst.Slice((int)offset, S * width);
-            for (int j = 0; j < S; j++)
+            for (int j = 0; j < Keys; j++)
                 for (int d = 0; d < width; d++) d0[j * width + d] += src[d * S + j];
         }
 

@@ -7,34 +7,41 @@ namespace Kiln.Graph;
 
 public static partial class OpTable
 {
-    public static readonly OpDef Attention = new("attention", 3, FusionClass.Opaque,
+    /// <summary>Inputs q, k, v and optionally the number of valid keys (an integer scalar, data: a KV cache
+    /// with spare capacity passes its fill level, so every decode step has the same graph).</summary>
+    public static readonly OpDef Attention = new("attention", -1, FusionClass.Opaque,
         (i, a) => AttentionShape(i, (AttentionAttrs)a!),
-        (x, n) => AttentionKernel.Forward(x[0], x[1], x[2], (AttentionAttrs)n.Attrs!, n.Shape),
+        (x, n) => AttentionKernel.Forward(x[0], x[1], x[2], x.Length > 3 ? x[3] : null, (AttentionAttrs)n.Attrs!, n.Shape),
         c =>
         {
             Tensor q = c.Inputs[0], k = c.Inputs[1], v = c.Inputs[2];
-            var packed = Tensor.Apply(AttentionGrad!, c.Node.Attrs, q, k, v, c.Output, c.Upstream);
+            Tensor[] ins = c.Inputs.Length > 3 ? [q, k, v, c.Output, c.Upstream, c.Inputs[3]] : [q, k, v, c.Output, c.Upstream];
+            var packed = Tensor.Apply(AttentionGrad!, c.Node.Attrs, ins);
             int nq = (int)q.Numel, nk = (int)k.Numel, nv = (int)v.Numel;
-            return [packed.Slice(0, 0, nq).Reshape([.. q.Shape]), packed.Slice(0, nq, nq + nk).Reshape([.. k.Shape]),
+            Tensor?[] grads = [packed.Slice(0, 0, nq).Reshape([.. q.Shape]), packed.Slice(0, nq, nq + nk).Reshape([.. k.Shape]),
                     packed.Slice(0, nq + nk, nq + nk + nv).Reshape([.. v.Shape])];
+            return c.Inputs.Length > 3 ? [.. grads, null] : grads;
         });
 
     /// <summary>dq, dk and dv of attention packed into one flat tensor (one pass, recomputing the probabilities).</summary>
-    public static readonly OpDef AttentionGrad = new("attention_grad", 5, FusionClass.Opaque,
+    public static readonly OpDef AttentionGrad = new("attention_grad", -1, FusionClass.Opaque,
         (i, _) => ([checked((int)(Shapes.Numel(i[0].Shape) + Shapes.Numel(i[1].Shape) + Shapes.Numel(i[2].Shape)))], i[0].DType),
-        (x, n) => AttentionKernel.Backward(x[0], x[1], x[2], x[3], x[4], (AttentionAttrs)n.Attrs!),
+        (x, n) => AttentionKernel.Backward(x[0], x[1], x[2], x[3], x[4], x.Length > 5 ? x[5] : null, (AttentionAttrs)n.Attrs!),
         null);
 
     private static (int[], DType) AttentionShape(Node[] i, AttentionAttrs a)
     {
-        foreach (var n in i) ShapeRules.RequireFloat("attention", n, "q/k/v");
+        if (i.Length is not (3 or 4)) throw ShapeRules.Error("attention", $"takes q, k, v and optionally the valid key count, got {i.Length} inputs", i);
+        foreach (var n in i.AsSpan(0, 3)) ShapeRules.RequireFloat("attention", n, "q/k/v");
+        if (i.Length == 4 && (i[3].Shape.Length != 0 || i[3].DType is not (DType.Int32 or DType.Int64)))
+            throw ShapeRules.Error("attention", "the valid key count must be an integer scalar", i);
         Node q = i[0], k = i[1], v = i[2];
         if (q.DType != k.DType || q.DType != v.DType) throw ShapeRules.Error("attention", "q, k and v must have one dtype", i);
         if (q.Shape.Length < 2 || k.Shape.Length < 2 || v.Shape.Length < 2)
             throw ShapeRules.Error("attention", "q, k, v must be (..., T, D), (..., S, D), (..., S, Dv)", i);
         if (q.Shape[^1] != k.Shape[^1]) throw ShapeRules.Error("attention", $"q and k must share the head dim (got {q.Shape[^1]} and {k.Shape[^1]})", i);
         if (k.Shape[^2] != v.Shape[^2]) throw ShapeRules.Error("attention", $"k and v must have the same number of positions (got {k.Shape[^2]} and {v.Shape[^2]})", i);
-        if (a.Causal && q.Shape[^2] > k.Shape[^2]) throw ShapeRules.Error("attention", $"causal attention needs at least as many keys as queries (T={q.Shape[^2]}, S={k.Shape[^2]})", i);
+        if (a.Causal && i.Length == 3 && q.Shape[^2] > k.Shape[^2]) throw ShapeRules.Error("attention", $"causal attention needs at least as many keys as queries (T={q.Shape[^2]}, S={k.Shape[^2]})", i);
         var batch = Shapes.TryBroadcast(q.Shape.AsSpan(0, q.Shape.Length - 2), k.Shape.AsSpan(0, k.Shape.Length - 2)) is { } qk
             ? Shapes.TryBroadcast(qk, v.Shape.AsSpan(0, v.Shape.Length - 2)) : null;
         if (batch is null) throw ShapeRules.Error("attention", "the batch axes of q, k and v do not broadcast", i);

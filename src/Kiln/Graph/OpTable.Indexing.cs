@@ -124,16 +124,30 @@ public static partial class OpTable
         c => { var t = c.Attrs<TriangleAttrs>(); return [c.Upstream.Triangle(t.Lower, t.Diagonal, 0)]; });
 
     // ---------------- language-model ops ----------------
-    public static readonly OpDef Rope = new("rope", 1, FusionClass.Opaque,
+    /// <summary>x, and optionally the position offset as an integer scalar input (data, so a decode step with a
+    /// growing position keeps one graph); without it the offset attribute applies.</summary>
+    public static readonly OpDef Rope = new("rope", -1, FusionClass.Opaque,
         (i, _) =>
         {
+            if (i.Length is not (1 or 2)) throw ShapeRules.Error("rope", $"takes x and optionally a position offset, got {i.Length} inputs", i);
             ShapeRules.RequireFloat("rope", i[0]);
             if (i[0].Shape.Length < 2 || i[0].Shape[^1] % 2 != 0 || i[0].Shape[^1] == 0)
                 throw ShapeRules.Error("rope", "x must have shape (..., seq, head_dim) with an even head_dim", i);
+            if (i.Length == 2 && (i[1].Shape.Length != 0 || i[1].DType is not (DType.Int32 or DType.Int64)))
+                throw ShapeRules.Error("rope", "the position offset must be an integer scalar", i);
             return (i[0].Shape, i[0].DType);
         },
-        (x, n) => { var a = (RopeAttrs)n.Attrs!; return ModelKernels.Rope(x[0], new(a.Theta, a.Interleaved, a.Offset, a.Inverse)); },
-        c => { var a = c.Attrs<RopeAttrs>(); return [Tensor.Apply(Rope!, a with { Inverse = !a.Inverse }, c.Upstream)]; });
+        (x, n) =>
+        {
+            var a = (RopeAttrs)n.Attrs!;
+            int offset = x.Length == 2 ? (int)(x[1].DType == DType.Int32 ? x[1].Span<int>()[0] : x[1].Span<long>()[0]) : a.Offset;
+            return ModelKernels.Rope(x[0], new(a.Theta, a.Interleaved, offset, a.Inverse));
+        },
+        c =>
+        {
+            var a = c.Attrs<RopeAttrs>() with { Inverse = !c.Attrs<RopeAttrs>().Inverse };
+            return c.Inputs.Length == 2 ? [Tensor.Apply(Rope!, a, c.Upstream, c.Inputs[1]), null] : [Tensor.Apply(Rope!, a, c.Upstream)];
+        });
 
     public static readonly OpDef CrossEntropy = new("cross_entropy", 2, FusionClass.Opaque,
         (i, _) => CrossEntropyShape(i),

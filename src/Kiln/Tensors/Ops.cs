@@ -121,8 +121,13 @@ public static class Ops
     /// batch axes (pass k, v with a size-1 group axis for grouped-query attention). Causal is bottom-right
     /// aligned: query i sees keys j ≤ i + S − T. Scale defaults to 1/√D. The (T, S) scores are never stored.
     /// </summary>
-    public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, bool causal = false, double? scale = null) =>
-        Tensor.Apply(OpTable.Attention, new AttentionAttrs(scale ?? 1 / Math.Sqrt(q.Shape[^1]), causal), q, k, v);
+    /// <param name="validKeys">Optional integer scalar: only the first validKeys positions of k/v are used (a KV
+    /// cache with spare capacity); as data, it keeps the graph the same from one decode step to the next.</param>
+    public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, bool causal = false, double? scale = null, Tensor? validKeys = null)
+    {
+        var attrs = new AttentionAttrs(scale ?? 1 / Math.Sqrt(q.Shape[^1]), causal);
+        return validKeys is null ? Tensor.Apply(OpTable.Attention, attrs, q, k, v) : Tensor.Apply(OpTable.Attention, attrs, q, k, v, validKeys);
+    }
 
     /// <summary>Fills everything above the diagonal of the last two axes with −∞ (causal attention).</summary>
     public static Tensor CausalMask(Tensor scores) => scores.Triangle(lower: true, diagonal: 0, fill: double.NegativeInfinity);

@@ -178,6 +178,11 @@ public sealed partial class Tensor
     public Tensor Rope(double theta = 10000, bool interleaved = false, int offset = 0) =>
         Apply(OpTable.Rope, new RopeAttrs(theta, interleaved, offset, Inverse: false), this);
 
+    /// <summary>Rotary position embedding with the starting position given as an integer scalar tensor (data):
+    /// graphs that differ only in the position share one cached plan.</summary>
+    public Tensor Rope(Tensor offset, double theta = 10000, bool interleaved = false) =>
+        Apply(OpTable.Rope, new RopeAttrs(theta, interleaved, 0, Inverse: false), this, offset);
+
     public Tensor Pad(int[] before, int[] after, double value = 0)
     {
         if (before.Length != Rank || after.Length != Rank || before.Concat(after).Any(p => p < 0))

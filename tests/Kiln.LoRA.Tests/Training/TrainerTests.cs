@@ -133,3 +133,20 @@ public class GradientCheckpointingTests
         Assert.True(ckpt.Peak < plain.Peak * 0.8, $"peak intermediates {ckpt.Peak} B with checkpointing vs {plain.Peak} B without");
     }
 }
+
+[Collection(nameof(PlanCountingCollection))]
+public class DecodePlanTests
+{
+    [Fact]
+    public void DecodeStepsReuseOnePlan()
+    {
+        var m = RandomModel.Build(RandomModel.Config(), 3, out _);
+        var gen = new Kiln.LoRA.Generation.Generator(m, new Kiln.LoRA.Tests.Generation.LetterTokenizer());
+        var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 20, StopTokens = [] };
+        using var e = gen.GenerateIds([1, 5, 6], o).GetEnumerator();
+        for (int i = 0; i < 3; i++) Assert.True(e.MoveNext());   // prefill + first decode steps (new plans)
+        long before = Kiln.Runtime.PlanCache.Misses;
+        for (int i = 0; i < 15; i++) Assert.True(e.MoveNext());
+        Assert.Equal(before, Kiln.Runtime.PlanCache.Misses);
+    }
+}

@@ -83,3 +83,38 @@ public class AttentionTests
         Assert.Contains("causal", e.Message);
     }
 }
+
+public class AttentionValidKeysTests
+{
+    [Fact]
+    public void ValidKeysEqualsSlicingTheCache()
+    {
+        var q = Tensor.RandomNormal([2, 3, 4, 8], 1); var k = Tensor.RandomNormal([2, 3, 16, 8], 2); var v = Tensor.RandomNormal([2, 3, 16, 8], 3);
+        foreach (bool causal in new[] { false, true })
+            foreach (int n in new[] { 4, 9, 16 })
+            {
+                var expected = Ops.ScaledDotProductAttention(q, k.Slice(2, 0, n), v.Slice(2, 0, n), causal).ToArray<float>();
+                var got = Ops.ScaledDotProductAttention(q, k, v, causal, validKeys: Tensor.FromArray(new[] { n }, [])).ToArray<float>();
+                for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-6, $"n={n} causal={causal} [{i}]");
+            }
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Ops.ScaledDotProductAttention(q, k, v, validKeys: Tensor.FromArray(new[] { 17 }, [])).Eval());
+        Assert.Contains("17 valid keys", e.Message);
+    }
+}
+
+public class RopeOffsetDataTests
+{
+    [Fact]
+    public void OffsetAsDataEqualsOffsetAsAttributeWithGradients()
+    {
+        var x = Tensor.RandomNormal([2, 3, 5, 8], 1, dtype: DType.Float64);
+        foreach (int off in new[] { 0, 7, 300 })
+        {
+            var byAttr = x.Rope(10000, false, off);
+            var byData = x.Rope(Tensor.FromArray(new[] { off }, []), 10000);
+            Assert.Equal(byAttr.ToArray<double>(), byData.ToArray<double>());
+            var w = Tensor.RandomNormal([2, 3, 5, 8], 2, dtype: DType.Float64);
+            Assert.Equal(Autograd.Grad((byAttr * w).Sum(), x)[0].ToArray<double>(), Autograd.Grad((byData * w).Sum(), x)[0].ToArray<double>());
+        }
+    }
+}
