@@ -36,6 +36,7 @@ if (args.Length > 0 && args[0] == "table")
     var single = RunChild("KILN_THREADS", "1");
     var unfused = RunChild("KILN_DISABLE", "fusion");
     Console.WriteLine(Report.Markdown(fast, single, unfused, peer is null ? null : Report.LoadPeer(peer)));
+    Console.WriteLine(LayerRows.PlanHitRate());
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(CpuRows).Assembly).Run(args);

@@ -20,6 +20,12 @@ Rows (stable names):
                                      GB/s = 2*numel*4 bytes / t
   lora_<BxTxd>_r8                    y = x@W + (x@A@B)*2, W(d,d), A(d,8), B(8,d);
                                      reported in us (gflops = useful FLOPs / t)
+  lora_2x32x1024_r{4,8,16,32,64}     the same, rank sweep
+  layer_4x16x1024                    one transformer layer's ops: RMSNorm, q/k/v/o (16 heads of 64,
+                                     causal attention as primitives), residual, RMSNorm, SwiGLU
+                                     1024->2816->1024, residual (as bench/Kiln.Bench/LayerRows.cs)
+  chain100_eval_hit_1elem            100 eager ops ((y*0.999).tanh() x 50) on a 1-element tensor:
+                                     per-op host cost (Kiln's row is one Eval on a plan-cache hit)
 """
 
 import argparse
@@ -82,6 +88,44 @@ def bench(fn):
             fn()
         times.append((time.perf_counter() - t) / inner)
     return statistics.median(times), samples, inner
+
+
+def layer_rows(record, f32):
+    """The transformer layer (4,16,1024) and the 100-op chain on one element."""
+    b, t, d, heads, hd, ffn = 4, 16, 1024, 16, 64, 2816
+
+    def w(i, o):
+        return torch.randn(i, o, dtype=f32) / math.sqrt(i)
+    wq, wk, wv, wo = w(d, d), w(d, d), w(d, d), w(d, d)
+    wg, wu, wd = w(d, ffn), w(d, ffn), w(ffn, d)
+    n1, n2 = torch.ones(d), torch.ones(d)
+    causal = torch.ones(t, t, dtype=torch.bool).triu(1)
+    x = torch.randn(b, t, d, dtype=f32)
+
+    def rms(x, g):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * g
+
+    def split(y):
+        return y.view(b, t, heads, hd).transpose(1, 2)
+
+    def layer(x=x):
+        h = rms(x, n1)
+        q, k, v = split(h @ wq), split(h @ wk), split(h @ wv)
+        s = ((q @ k.transpose(-1, -2)) * (1 / math.sqrt(hd))).masked_fill(causal, float("-inf"))
+        a = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(b, t, d)
+        x2 = x + a @ wo
+        h2 = rms(x2, n2)
+        return x2 + (torch.nn.functional.silu(h2 @ wg) * (h2 @ wu)) @ wd
+    flops = 2.0 * b * t * (4.0 * d * d + 3.0 * d * ffn) + 2 * 2.0 * b * heads * t * t * hd
+    record("layer_4x16x1024", "rmsnorm,attn(16x64,causal),swiglu 2816", layer, flops=flops)
+
+    one = torch.randn(1, dtype=f32)
+
+    def chain(y=one):
+        for _ in range(50):
+            y = (y * 0.999).tanh()
+        return y
+    record("chain100_eval_hit_1elem", "100 ops, eager", chain, flops=100e3)
 
 
 def main():
@@ -180,6 +224,17 @@ def main():
             flops = 2.0 * tokens * d * d + 2.0 * tokens * d * r + 2.0 * tokens * r * d
             record(f"lora_{bsz}x{t}x{d}_r{r}", f"x={bsz}x{t}x{d},W={d}x{d},r={r}", lora,
                    flops=flops)
+
+        for r in (4, 8, 16, 32, 64):
+            x = torch.randn(2, 32, 1024, dtype=f32)
+            W = torch.randn(1024, 1024, dtype=f32) / 32
+            A = torch.randn(1024, r, dtype=f32) / 32
+            B = torch.randn(r, 1024, dtype=f32) / math.sqrt(r)
+            record(f"lora_2x32x1024_r{r}", f"x=2x32x1024,W=1024x1024,r={r}",
+                   lambda x=x, W=W, A=A, B=B: x @ W + (x @ A @ B) * 2,
+                   flops=2.0 * 64 * 1024 * (1024 + 2 * r))
+
+        layer_rows(record, f32)
 
     with open(args.json, "w") as f:
         json.dump(rows, f, indent=2)

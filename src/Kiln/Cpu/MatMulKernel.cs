@@ -91,11 +91,16 @@ internal static class MatMulKernel
         var batchShape = outShape[..(r - 2)];
         long[] sa = BatchStrides(a, batchShape), sb = BatchStrides(b, batchShape);
         long aRs = a.Strides[^2], aCs = a.Strides[^1], bRs = b.Strides[^2], bCs = b.Strides[^1];
+        var (bShape, bst) = batchShape.Length == 0 ? ([1], [[0L], [0L]]) : Strided.Coalesce(batchShape, sa, sb);
+        // x(B, T, K)·W(K, N): one GEMM of B·T rows when W is shared and a's rows are evenly spaced (W packed once).
+        if (batches > 1 && bShape.Length == 1 && bst[1][0] == 0 && bst[0][0] == M * aRs && batches * M <= int.MaxValue)
+        {
+            M *= (int)batches; batches = 1; bShape = [1]; bst = [[0L], [0L]];
+        }
         double flops = 2.0 * M * N * K;
         bool parallelBatches = batches > 1 && flops < 1 << 21;
         int gemmThreads = parallelBatches ? 1 : Settings.Threads;
         int batchThreads = parallelBatches ? (int)Math.Min(batches, Settings.Threads) : 1;
-        var (bShape, bst) = batchShape.Length == 0 ? ([1], [[0L], [0L]]) : Strided.Coalesce(batchShape, sa, sb);
         Par.For(batches, batchThreads, (s, e) =>
         {
             for (long i = s; i < e; i++)

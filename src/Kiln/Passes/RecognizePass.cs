@@ -1,4 +1,4 @@
-// Recognition of ops written as primitives: softmax, log-softmax and RMSNorm spelled out with max, exp,
+// Recognition of ops written as primitives: softmax, log-softmax (also x − logsumexp(x)) and RMSNorm spelled out with max, exp,
 // sum, mean, rsqrt, ... become the single-pass row kernels. The optimizer's CSE has already merged the
 // repeated subexpressions (the exp of a softmax is one node), so the patterns are matched by identity.
 using Kiln.Graph;
@@ -21,10 +21,13 @@ internal sealed class SoftmaxRecognition : IRewritePass
                 && ShiftedByMax(e.InputArray[0], Computed, out var x, out int axis) && KeepAxis(s, axis))
                 return new Node(OpTable.Softmax, [x], new IntAttrs(axis), n.Shape, n.DType, n.Device);
         }
-        // log_softmax: d − log(sum(exp(d), axis, keep)) with d = x − max(x, axis, keep)
+        // log_softmax: d − log(sum(exp(d), axis, keep)) with d = x − max(x, axis, keep), or x − logsumexp(x, axis, keep)
         if (Is(n, OpTable.Sub) && Computed(n.InputArray[1]))
         {
             Node d = n.InputArray[0], l = n.InputArray[1];
+            if (Is(l, OpTable.LogSumExp) && ReferenceEquals(l.InputArray[0], d) && Shapes.Equal(d.Shape, n.Shape)
+                && l.Attrs is AxesAttrs { KeepDim: true, Axes: [var lax] })
+                return new Node(OpTable.LogSoftmax, [d], new IntAttrs(lax), n.Shape, n.DType, n.Device);
             if (Is(l, OpTable.Log) && Computed(l.InputArray[0]) && Is(l.InputArray[0], OpTable.Sum))
             {
                 var s = l.InputArray[0];

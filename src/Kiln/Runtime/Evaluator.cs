@@ -35,6 +35,7 @@ internal static class Evaluator
     /// <summary>Runs a plan with its inputs bound to <paramref name="slots"/>; publishes into <paramref name="requested"/>.</summary>
     private static void Run(Plan plan, Realised[] slots, Node[] requested)
     {
+        if (plan.Constants.Length > 0) slots = [.. slots, .. plan.Constants];
         // Hold the inputs' buffers for the run, so a concurrent Dispose of an input cannot pool them mid-read.
         foreach (var s in slots) Interlocked.Increment(ref s.Buffer.Users);
         try { RunLevels(plan, slots, requested); }
@@ -125,6 +126,9 @@ internal static class Evaluator
         GC.KeepAlive(inputs);   // kernels read inputs through spans, which do not keep Buffer objects alive
         return r;
     }
+
+    /// <summary>A kernel run outside any plan and not counted (constant folding at optimization time).</summary>
+    internal static Realised RunKernel(Node node, Realised[] inputs) => Run(node, inputs);
 
     private static Realised Run(Node node, Realised[] inputs)
     {

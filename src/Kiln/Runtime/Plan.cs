@@ -14,6 +14,8 @@ internal sealed class Plan
     public required int[][] Levels;
     public required int[] Outputs;      // per requested node: index into Nodes, or ~slot when it optimized to an input
     public required int[][] OwnersOf;   // per plan node: the requested-node positions it is published to
+    /// <summary>Fills made by constant folding, bound after the slots (one element, zero strides: structure, not data).</summary>
+    public Realised[] Constants = [];
     /// <summary>What the optimizer did (for KILN_LOG=plan); no nodes, so the plan holds no user data.</summary>
     public (int NodesBefore, int Sweeps, Dictionary<string, int> Rewrites)? Optimization;
 
@@ -24,7 +26,10 @@ internal sealed class Plan
         // more of it since (those nodes are computed again rather than changing the plan's shape).
         var slotOf = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int s = 0; s < walk.SlotNodes.Length; s++) slotOf[walk.SlotNodes[s]] = s;
-        bool IsInput(Node n) => slotOf.ContainsKey(n);
+        // Fills made by constant folding are inputs too: they get slots after the key's (Constants).
+        bool IsInput(Node n) => slotOf.ContainsKey(n) || ConstantFolding.IsFill(n);
+        var constants = new List<Realised>();
+        var constantOf = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         OptimizeResult? opt = optimize ? GraphOptimizer.Optimize(walk.Requested, isInput: IsInput) : null;
         var targets = opt?.Outputs ?? walk.Requested;
         var sched = Schedule.Build(targets.Where(t => !IsInput(t)).ToArray(), IsInput);
@@ -32,6 +37,7 @@ internal sealed class Plan
         for (int i = 0; i < sched.Nodes.Length; i++) index[sched.Nodes[i]] = i;
         int Code(Node n) => index.TryGetValue(n, out int i) ? i
             : slotOf.TryGetValue(n, out int s) ? ~s
+            : ConstantFolding.IsFill(n) ? ~(walk.SlotNodes.Length + ConstantIndex(n))
             : throw new InvalidOperationException($"internal: plan input {n} is neither computed nor a slot");
 
         var nodes = new Node[sched.Nodes.Length];
@@ -53,6 +59,13 @@ internal sealed class Plan
             Nodes = nodes, Inputs = inputs, Consumers = sched.Consumers, Levels = sched.Levels, Outputs = outputs,
             OwnersOf = owners.Select(o => o?.ToArray() ?? []).ToArray(),
             Optimization = opt is null ? null : (opt.NodesBefore, opt.Sweeps, opt.Rewrites),
+            Constants = [.. constants],
         };
+
+        int ConstantIndex(Node n)
+        {
+            if (!constantOf.TryGetValue(n, out int k)) { constantOf[n] = k = constants.Count; constants.Add(n.Value!); }
+            return k;
+        }
     }
 }
