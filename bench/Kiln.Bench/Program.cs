@@ -17,6 +17,19 @@ if (args.Length > 0 && args[0] == "rows")
     if (jsonPath is not null) File.WriteAllText(jsonPath, json); else Console.WriteLine(json);
     return 0;
 }
+if (args.Length > 0 && args[0] == "probe-hit")
+{
+    // Where the host time of a plan-cache hit goes: build, key walk, cache lookup, run (median µs of 2000).
+    var x = Kiln.Tensor.RandomNormal([1], 1);
+    double Med(Func<double> f) { var t = Enumerable.Range(0, 2001).Select(_ => f()).ToArray(); Array.Sort(t); return t[1000]; }
+    for (int w = 0; w < 2000; w++) LayerRows.Chain(x, 0.999).Eval();
+    double build = Med(() => { var sw = Stopwatch.StartNew(); LayerRows.Chain(x, 0.999); return sw.Elapsed.TotalMicroseconds; });
+    double key = Med(() => { var y = LayerRows.Chain(x, 0.999); var sw = Stopwatch.StartNew(); Kiln.Runtime.PlanKey.Build([y.Node], true); return sw.Elapsed.TotalMicroseconds; });
+    double get = Med(() => { var y = LayerRows.Chain(x, 0.999); var wk = Kiln.Runtime.PlanKey.Build([y.Node], true); var sw = Stopwatch.StartNew(); Kiln.Runtime.PlanCache.Get(wk, true, out _); return sw.Elapsed.TotalMicroseconds; });
+    double eval = Med(() => { var y = LayerRows.Chain(x, 0.999); var sw = Stopwatch.StartNew(); y.Eval(); return sw.Elapsed.TotalMicroseconds; });
+    Console.WriteLine($"build {build:F1} µs, key walk {key:F1} µs, cache get {get:F1} µs, whole Eval {eval:F1} µs (run = Eval - key - get ≈ {eval - key - get:F1} µs)");
+    return 0;
+}
 if (args.Length > 0 && args[0] == "lora")
 {
     // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.
