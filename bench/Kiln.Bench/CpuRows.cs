@@ -76,6 +76,11 @@ public static class CpuRows
                 var x = Tensor.RandomNormal(s, 1);
                 return () => ((((x * 1.5 + 0.5).Silu() * x - 0.25).Square().Sqrt() / 3).Tanh() + x);
             }, 2.0 * s.Aggregate(1, (a, b) => a * b) * 4, "GB/s");
+            yield return new Row($"fused10arith_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1);
+                return () => Ops.Maximum((((x * 1.5 + 0.5).Relu() * x - 0.25).Square() + 1).Sqrt() / 3, x).Abs() - x;
+            }, 2.0 * s.Aggregate(1, (a, b) => a * b) * 4, "GB/s");
         }
         yield return new Row("eltwise_chain_4x512x4096", "4x512x4096", () =>
         {

@@ -1,6 +1,7 @@
 // Runtime compilation of fused elementwise programs (issue 4): a FusedProgram becomes one loop, built as an
 // expression tree and compiled to IL that the JIT turns into machine code. Each iteration loads one
-// Vector256 of every dense input, runs every step on registers (Vec256's per-op helpers, inlined) and stores
+// Vector512 (AVX-512) or Vector256 of every dense input, runs every step on registers (Vec512's or Vec256's
+// per-op helpers, inlined) and stores
 // one vector of the result; the last iteration overlaps the one before it (elements are independent and the
 // output never aliases an input), so there is no scalar tail and every element is computed by the same
 // vector code wherever it lies. Scalar inputs (one element, broadcast) are loaded once before the loop.
@@ -8,6 +9,7 @@
 // structural, so a plan-cache hit, or a new plan with a known group, never compiles. Lazy values make
 // each structure compile once however many threads ask at the same time.
 using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
 using System.Linq.Expressions;
 using System.Reflection;
 using System.Runtime.CompilerServices;
@@ -33,6 +35,12 @@ internal static class FusedCodegen
 
     /// <summary>Loops compiled so far in this process (tests count cache misses with it).</summary>
     public static long Compilations => Interlocked.Read(ref _compilations);
+
+    /// <summary>Vector512 loops where AVX-512 is accelerated (as TensorPrimitives does), else Vector256.</summary>
+    private static readonly bool Wide = Vector512.IsHardwareAccelerated;
+
+    /// <summary>Elements per vector step of a compiled loop; a loop's count must be at least this.</summary>
+    public static int Lanes<T>() => Wide ? Vector512<T>.Count : Vector256<T>.Count;
 
     /// <summary>Dynamic code can be compiled and Vector256 is hardware accelerated.</summary>
     public static bool IsAvailable { get; } = RuntimeFeature.IsDynamicCodeSupported && RuntimeFeature.IsDynamicCodeCompiled && Vector256.IsHardwareAccelerated;
@@ -75,9 +83,9 @@ internal static class FusedCodegen
     {
         Interlocked.Increment(ref _compilations);
         var steps = program.Steps;
-        var vec = typeof(Vector256<T>);
+        var vec = Wide ? typeof(Vector512<T>) : typeof(Vector256<T>);
         var arr = typeof(T[]);
-        int width = Vector256<T>.Count;
+        int width = Lanes<T>();
         int inputCount = 0;
         foreach (var s in steps)
         {
@@ -164,7 +172,10 @@ internal static class FusedCodegen
         return lambda.Compile(preferInterpretation: false);
     }
 
+    [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicMethods)]
+    private static readonly Type Helpers = Wide ? typeof(Vec512) : typeof(Vec256);
+
     private static MethodInfo Method(string name, params Type[] args) =>
-        typeof(Vec256).GetMethod(name, BindingFlags.Public | BindingFlags.Static, args)
-        ?? throw new MissingMethodException(nameof(Vec256), name);
+        Helpers.GetMethod(name, BindingFlags.Public | BindingFlags.Static, args)
+        ?? throw new MissingMethodException(Helpers.Name, name);
 }

@@ -7,7 +7,6 @@
 // Reference twin of both: the same graph unfused (KILN_DISABLE=fusion); tests compare all three.
 using System.Numerics;
 using System.Numerics.Tensors;
-using System.Runtime.Intrinsics;
 using Kiln.Graph;
 using Kiln.Runtime;
 using U32 = Kiln.Cpu.UnaryKernels<float>;
@@ -71,7 +70,7 @@ internal static class FusedKernel
         var o = Realised.Contiguous(BufferPool.Rent(node.DType, n), shape);
         var output = o.Buffer.Array<T>();
         bool direct = readers.All(r => r.Dense || r.Scalar);
-        int lanes = Vector256<T>.Count;
+        int lanes = FusedCodegen.Lanes<T>();
         int width = (int)Math.Min(Block, Math.Max(n, 1));
         int stride = Math.Max(width, lanes);      // scratch per input: a gathered block, or a padded short one
         long blocks = (n + width - 1) / width;
