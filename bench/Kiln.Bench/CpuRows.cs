@@ -72,6 +72,22 @@ public static class CpuRows
                 var a = Tensor.RandomNormal([d, 8], 3); var bb = Tensor.RandomNormal([8, d], 4);
                 return () => x.MatMul(w) + x.MatMul(a).MatMul(bb) * 2.0;
             }, 2.0 * b * t * d * (d + 8 + 8), "GFLOP/s");
+        // A 10-op elementwise chain (one fused kernel): compiled loop by default; KILN_DISABLE=codegen interprets
+        // it per 1024-element block, KILN_DISABLE=fusion runs 10 kernels. Bytes: one read and one write.
+        foreach (var s in new[] { new[] { 1 << 20 }, new[] { 4, 16, 1024 } })
+        {
+            string shape = string.Join("x", s);
+            yield return new Row($"fused10_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1);
+                return () => ((((x * 1.5 + 0.5).Silu() * x - 0.25).Square().Sqrt() / 3).Tanh() + x);
+            }, 2.0 * s.Aggregate(1, (a, b) => a * b) * 4, "GB/s");
+            yield return new Row($"fused10arith_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1);
+                return () => Ops.Maximum((((x * 1.5 + 0.5).Relu() * x - 0.25).Square() + 1).Sqrt() / 3, x).Abs() - x;
+            }, 2.0 * s.Aggregate(1, (a, b) => a * b) * 4, "GB/s");
+        }
         yield return new Row("eltwise_chain_4x512x4096", "4x512x4096", () =>
         {
             var x = Tensor.RandomNormal([4, 512, 4096], 1);

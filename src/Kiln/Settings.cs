@@ -12,10 +12,16 @@ public static class Settings
     /// <summary>KILN_LOG: comma-separated topics (eval) to print to stderr.</summary>
     public static IReadOnlySet<string> Log { get; } = ParseList(Environment.GetEnvironmentVariable("KILN_LOG"));
 
-    /// <summary>KILN_DISABLE: comma-separated features to switch off (parallel: run levels one node at a time).</summary>
+    /// <summary>
+    /// KILN_DISABLE: comma-separated features to switch off (parallel: run levels one node at a time; codegen:
+    /// interpret fused elementwise programs instead of compiling them; optimizer passes by name).
+    /// </summary>
     public static IReadOnlySet<string> Disabled { get; } = ParseList(Environment.GetEnvironmentVariable("KILN_DISABLE"));
 
     public static bool IsDisabled(string feature) => Disabled.Contains(feature);
+
+    /// <summary>KILN_DISABLE=codegen: fused elementwise groups run through the interpreter, not a loop compiled at run time.</summary>
+    internal const string Codegen = "codegen";
 
     private static string? Normalize(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim().ToLowerInvariant();
 

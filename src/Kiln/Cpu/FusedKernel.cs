@@ -1,7 +1,10 @@
-// The CPU kernel of a fused elementwise group. The output is walked in blocks of 1024 elements; each
+// The CPU kernel of a fused elementwise group. By default the group's program is compiled at run time into
+// one vector loop (FusedCodegen: every step on registers, one pass over memory), cached by structure.
+// The interpreter below is the fallback (KILN_DISABLE=codegen, no dynamic code, programs too long to
+// compile) and the compiled loop's reference twin: the output is walked in blocks of 1024 elements; each
 // program step runs as one span operation over the block, with the temporaries in a per-thread scratch that
 // stays in L1. So memory sees each input read once and the output written once, however long the chain.
-// Reference twin: the same graph unfused (KILN_DISABLE=fusion); tests compare both.
+// Reference twin of both: the same graph unfused (KILN_DISABLE=fusion); tests compare all three.
 using System.Numerics;
 using System.Numerics.Tensors;
 using Kiln.Graph;
@@ -34,12 +37,86 @@ internal static class FusedKernel
     public static SpanMap<float> UnaryF32(OpDef op) => Unary[op].F;
     public static SpanMap<double> UnaryF64(OpDef op) => Unary[op].D;
 
-    public static Realised Run(Realised[] inputs, Node node) => node.DType switch
+    /// <summary>Test hook: true forces the compiled loop where it can be built, false the interpreter; null: KILN_DISABLE decides.</summary>
+    internal static readonly AsyncLocal<bool?> CodegenOverride = new();
+
+    private static bool UseCodegen => CodegenOverride.Value ?? !Settings.IsDisabled(Settings.Codegen);
+
+    public static Realised Run(Realised[] inputs, Node node)
     {
-        DType.Float32 => Run<float>(inputs, node, static op => Unary[op].F),
-        DType.Float64 => Run<double>(inputs, node, static op => Unary[op].D),
-        var t => throw new NotSupportedException($"fused_elementwise: dtype {t.ShortName()}"),
-    };
+        var program = (FusedProgram)node.Attrs!;
+        bool codegen = UseCodegen;
+        return node.DType switch
+        {
+            DType.Float32 => (codegen ? RunCompiled<float>(inputs, node, program) : null) ?? Run<float>(inputs, node, static op => Unary[op].F),
+            DType.Float64 => (codegen ? RunCompiled<double>(inputs, node, program) : null) ?? Run<double>(inputs, node, static op => Unary[op].D),
+            var t => throw new NotSupportedException($"fused_elementwise: dtype {t.ShortName()}"),
+        };
+    }
+
+    /// <summary>
+    /// Runs the program's compiled loop; null when it cannot be compiled. Dense inputs are read in place and
+    /// scalar inputs broadcast in the loop; other inputs are gathered per block into scratch, as the interpreter does.
+    /// </summary>
+    private static Realised? RunCompiled<T>(Realised[] inputs, Node node, FusedProgram program) where T : unmanaged
+    {
+        if (inputs.Length > FusedCodegen.MaxInputs) return null;
+        int[] shape = node.Shape;
+        var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
+        ulong scalars = 0;
+        for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
+        if (FusedCodegen.Get<T>(program, inputs.Length, scalars) is not { } loop) return null;
+        long n = Shapes.Numel(shape);
+        var o = Realised.Contiguous(BufferPool.Rent(node.DType, n), shape);
+        var output = o.Buffer.Array<T>();
+        bool direct = readers.All(r => r.Dense || r.Scalar);
+        int lanes = FusedCodegen.Lanes<T>();
+        int width = (int)Math.Min(Block, Math.Max(n, 1));
+        int stride = Math.Max(width, lanes);      // scratch per input: a gathered block, or a padded short one
+        long blocks = (n + width - 1) / width;
+        Par.For(blocks, Par.ThreadsFor(n * program.Steps.Length, 1 << 14), (b0, b1) =>
+        {
+            var arrays = new T[inputs.Length][];
+            var offsets = new int[inputs.Length];
+            T[]? scratch = null;
+            if (direct)   // every input is read in place: one call for this thread's whole range
+            {
+                long s0 = b0 * width, s1 = Math.Min(n, b1 * width);
+                Segment(s0, (int)(s1 - s0));
+                return;
+            }
+            for (long b = b0; b < b1; b++)
+            {
+                long start = b * width;
+                Segment(start, (int)Math.Min(width, n - start));
+            }
+
+            void Segment(long start, int len)
+            {
+                for (int k = 0; k < readers.Length; k++)
+                {
+                    var r = readers[k];
+                    if (r.Dense || r.Scalar) { arrays[k] = r.Array<T>(); offsets[k] = (int)(r.Offset + (r.Scalar ? 0 : start)); continue; }
+                    scratch ??= new T[(inputs.Length + 1) * stride];
+                    r.Read(start, len, scratch.AsSpan(k * stride, stride));
+                    arrays[k] = scratch; offsets[k] = k * stride;
+                }
+                if (len >= lanes) { loop(arrays, offsets, output, (int)start, len); return; }
+                // Shorter than one vector: copy dense inputs into padded scratch, run one vector, copy the result out.
+                scratch ??= new T[(inputs.Length + 1) * stride];
+                for (int k = 0; k < readers.Length; k++)
+                    if (readers[k].Dense)
+                    {
+                        arrays[k].AsSpan(offsets[k], len).CopyTo(scratch.AsSpan(k * stride, len));
+                        arrays[k] = scratch; offsets[k] = k * stride;
+                    }
+                int outAt = inputs.Length * stride;
+                loop(arrays, offsets, scratch, outAt, lanes);
+                scratch.AsSpan(outAt, len).CopyTo(output.AsSpan((int)start, len));
+            }
+        });
+        return o;
+    }
 
     private static Realised Run<T>(Realised[] inputs, Node node, Func<OpDef, SpanMap<T>> unary)
         where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
@@ -93,6 +170,11 @@ internal static class FusedKernel
     {
         private readonly Realised _x;
         private readonly bool _dense, _scalar;
+
+        public bool Dense => _dense;
+        public bool Scalar => _scalar && !_dense;
+        public long Offset => _x.Offset;
+        public T[] Array<T>() => _x.Buffer.Array<T>();
         private readonly int[] _shape;
         private readonly long[] _strides;
 
@@ -102,7 +184,7 @@ internal static class FusedKernel
             _shape = outShape;
             _strides = Strided.BroadcastStrides(x, outShape);
             _dense = x.IsContiguous && Shapes.Equal(x.Shape, outShape);
-            _scalar = x.Numel == 1;
+            _scalar = x.Numel == 1 || _strides.All(st => st == 0);   // one value, possibly expanded by stride 0
         }
 
         public ReadOnlySpan<T> Read<T>(long start, int len, Span<T> buffer) where T : unmanaged
