@@ -26,23 +26,23 @@ internal sealed class PlanKey : IEquatable<PlanKey>
 
     public static Walk Build(Node[] outputs, bool optimize)
     {
-        var codes = new List<int>(64) { optimize ? 1 : 0 };
-        var refs = new List<object?>(32);
-        var id = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        var slotNodes = new List<Node>();
-        var slotValues = new List<Realised>();
-        var requested = new List<Node>();
-        var stack = new Stack<(Node Node, int Next)>();
+        var scratch = _scratch ??= new Scratch();
+        scratch.Clear();
+        var (codes, refs, slotNodes, slotValues, requested, stack) = (scratch.Codes, scratch.Refs, scratch.SlotNodes, scratch.SlotValues, scratch.Requested, scratch.Stack);
+        codes.Add(optimize ? 1 : 0);
+        var id = NodeIds.Rent();
         int finished = 0;
         foreach (var root in outputs)
         {
             if (root.IsRealised) continue;
-            if (!id.ContainsKey(root)) Visit(root);
+            if (!id.Contains(root)) Visit(root);
             requested.Add(root);
         }
         codes.Add(-2);
         foreach (var r in requested) codes.Add(id[r]);
-        return new Walk(new PlanKey([.. codes], [.. refs]), [.. slotNodes], [.. slotValues], [.. requested]);
+        var walk = new Walk(new PlanKey([.. codes], [.. refs]), [.. slotNodes], [.. slotValues], [.. requested]);
+        scratch.Clear(); id.Clear();   // the per-thread scratch must not keep this graph (or its data) alive
+        return walk;
 
         void Visit(Node root)
         {
@@ -58,7 +58,7 @@ internal sealed class PlanKey : IEquatable<PlanKey>
                 {
                     stack.Push((n, next + 1));
                     var c = ins[next];
-                    if (!id.ContainsKey(c)) { id[c] = -1; stack.Push((c, 0)); }
+                    if (!id.Contains(c)) { id[c] = -1; stack.Push((c, 0)); }
                     continue;
                 }
                 if (value is not null)
@@ -82,6 +82,23 @@ internal sealed class PlanKey : IEquatable<PlanKey>
             }
         }
     }
+
+    /// <summary>Per-thread lists a walk fills and copies out (a plan-cache hit then allocates only its results).</summary>
+    private sealed class Scratch
+    {
+        public readonly List<int> Codes = new(256);
+        public readonly List<object?> Refs = new(128);
+        public readonly List<Node> SlotNodes = [], Requested = [];
+        public readonly List<Realised> SlotValues = [];
+        public readonly Stack<(Node Node, int Next)> Stack = new();
+
+        public void Clear()
+        {
+            Codes.Clear(); Refs.Clear(); SlotNodes.Clear(); SlotValues.Clear(); Requested.Clear(); Stack.Clear();
+        }
+    }
+
+    [ThreadStatic] private static Scratch? _scratch;
 
     public bool Equals(PlanKey? other)
     {
