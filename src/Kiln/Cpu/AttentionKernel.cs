@@ -3,6 +3,7 @@
 // parallel; the backward pass accumulates dq/dk/dv per worker (broadcast k/v are shared by query groups).
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Kiln.Graph;
 using Kiln.Runtime;
 
@@ -39,16 +40,24 @@ internal static class AttentionKernel
         {
             ReadOnlySpan<T> qs = q.Span<T>();
             Span<T> os = o.Span<T>();
-            var kT = new T[g.D * g.S]; var vT = new T[g.Dv * g.S]; var p = new T[g.S];
+            var kT = new T[g.D * g.Stride]; var vT = new T[g.Dv * g.Stride]; var p = new T[g.Stride];
             int loaded = -1;
             for (long r = r0; r < r1; r++)
             {
                 int n = (int)(r / g.T), i = (int)(r % g.T);
                 if (n != loaded) { g.Transposed(k.Span<T>(), v.Span<T>(), n, kT, vT); loaded = n; }
                 int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
-                T l = Probabilities(g, qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D), kT, scale, p.AsSpan(0, len));
                 var oi = os.Slice((int)(r * g.Dv), g.Dv);
-                for (int d = 0; d < g.Dv; d++) oi[d] = TensorPrimitives.Dot<T>(p.AsSpan(0, len), vT.AsSpan(d * g.S, len)) / l;
+                if (typeof(T) == typeof(float))
+                {
+                    var qf = MemoryMarshal.Cast<T, float>(qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D));
+                    float[] kf = (float[])(object)kT, vf = (float[])(object)vT, pf = (float[])(object)p;
+                    float lf = AttentionRowsF32.Probabilities(qf, kf, g.Stride, float.CreateTruncating(scale), pf, len);
+                    AttentionRowsF32.Output(pf, len, vf, g.Stride, lf, MemoryMarshal.Cast<T, float>(oi));
+                    continue;
+                }
+                T l = Probabilities(g, qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D), kT, scale, p.AsSpan(0, len));
+                for (int d = 0; d < g.Dv; d++) oi[d] = TensorPrimitives.Dot<T>(p.AsSpan(0, len), vT.AsSpan(d * g.Stride, len)) / l;
             }
         });
     }
@@ -58,7 +67,7 @@ internal static class AttentionKernel
     {
         int len = p.Length;
         p.Clear();
-        for (int d = 0; d < g.D; d++) TensorPrimitives.MultiplyAdd<T>(kT.AsSpan(d * g.S, len), qi[d] * scale, p, p);
+        for (int d = 0; d < g.D; d++) TensorPrimitives.MultiplyAdd<T>(kT.AsSpan(d * g.Stride, len), qi[d] * scale, p, p);
         T m = TensorPrimitives.Max<T>(p);
         if (typeof(T) == typeof(float))
         {
@@ -97,9 +106,10 @@ internal static class AttentionKernel
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var dq = grad.AsSpan(0, nq); var dk = grad.AsSpan(nq, nk); var dv = grad.AsSpan(nq + nk);
-        var kT = new T[g.D * g.S]; var vT = new T[g.Dv * g.S];
-        var dkT = new T[g.D * g.S]; var dvT = new T[g.Dv * g.S];
-        var p = new T[g.S]; var ds = new T[g.S];
+        var kT = new T[g.D * g.Stride]; var vT = new T[g.Dv * g.Stride];
+        var dkT = new T[g.D * g.Stride]; var dvT = new T[g.Dv * g.Stride];
+        var p = new T[g.Stride]; var ds = new T[g.Stride];
+        var dqAcc = new Vector<float>[g.D];
         for (int n = n0; n < n1; n++)
         {
             g.Transposed(ks, vs, n, kT, vT);
@@ -111,6 +121,18 @@ internal static class AttentionKernel
                 int qAt = (int)(g.QOff[n] + (long)i * g.D);
                 var qi = qs.Slice(qAt, g.D);
                 var doi = dos.Slice((int)(r * g.Dv), g.Dv);
+                if (typeof(T) == typeof(float))
+                {
+                    float[] pf = (float[])(object)p;
+                    var qf = MemoryMarshal.Cast<T, float>(qi);
+                    float lf = AttentionRowsF32.Probabilities(qf, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), pf, len);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(pf.AsSpan(0, len), 1 / lf, pf.AsSpan(0, len));
+                    var dof = MemoryMarshal.Cast<T, float>(doi);
+                    float dif = System.Numerics.Tensors.TensorPrimitives.Dot(dof, MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), g.Dv)));
+                    AttentionRowsF32.Backward(pf, len, qf, dof, dif, float.CreateTruncating(scale), (float[])(object)kT, (float[])(object)vT,
+                        (float[])(object)dkT, (float[])(object)dvT, g.Stride, MemoryMarshal.Cast<T, float>(dq.Slice(qAt, g.D)), dqAcc);
+                    continue;
+                }
                 Span<T> pr = p.AsSpan(0, len), dsr = ds.AsSpan(0, len);
                 T l = Probabilities(g, qi, kT, scale, pr);
                 TensorPrimitives.Divide<T>(pr, l, pr);
@@ -118,8 +140,8 @@ internal static class AttentionKernel
                 dsr.Clear();
                 for (int d = 0; d < g.Dv; d++)
                 {
-                    TensorPrimitives.MultiplyAdd<T>(vT.AsSpan(d * g.S, len), doi[d], dsr, dsr);   // dp = dO·vⱼ
-                    TensorPrimitives.MultiplyAdd<T>(pr, doi[d], dvT.AsSpan(d * g.S, len), dvT.AsSpan(d * g.S, len));   // dv += p·dO
+                    TensorPrimitives.MultiplyAdd<T>(vT.AsSpan(d * g.Stride, len), doi[d], dsr, dsr);   // dp = dO·vⱼ
+                    TensorPrimitives.MultiplyAdd<T>(pr, doi[d], dvT.AsSpan(d * g.Stride, len), dvT.AsSpan(d * g.Stride, len));   // dv += p·dO
                 }
                 TensorPrimitives.Subtract<T>(dsr, di, dsr);
                 TensorPrimitives.Multiply<T>(dsr, pr, dsr);
@@ -127,8 +149,8 @@ internal static class AttentionKernel
                 var dqi = dq.Slice(qAt, g.D);
                 for (int d = 0; d < g.D; d++)
                 {
-                    dqi[d] += TensorPrimitives.Dot<T>(dsr, kT.AsSpan(d * g.S, len));
-                    TensorPrimitives.MultiplyAdd<T>(dsr, qi[d], dkT.AsSpan(d * g.S, len), dkT.AsSpan(d * g.S, len));
+                    dqi[d] += TensorPrimitives.Dot<T>(dsr, kT.AsSpan(d * g.Stride, len));
+                    TensorPrimitives.MultiplyAdd<T>(dsr, qi[d], dkT.AsSpan(d * g.Stride, len), dkT.AsSpan(d * g.Stride, len));
                 }
             }
             g.AddTransposed(dkT, dk, g.KOff[n], g.D);
@@ -140,6 +162,8 @@ internal static class AttentionKernel
     private sealed class Geometry
     {
         public readonly int T, S, D, Dv, Batches;
+        /// <summary>Row length of the transposed (D, ·) copies: S rounded up to a whole vector, zero-padded.</summary>
+        public readonly int Stride;
         /// <summary>Keys in use: S, or the valid count of a KV cache with spare capacity.</summary>
         public readonly int Keys;
         public readonly long[] QOff, KOff, VOff;
@@ -147,6 +171,7 @@ internal static class AttentionKernel
         public Geometry(Realised q, Realised k, Realised v, Realised? valid)
         {
             T = q.Shape[^2]; S = k.Shape[^2]; D = q.Shape[^1]; Dv = v.Shape[^1];
+            Stride = (S + Vector<float>.Count - 1) / Vector<float>.Count * Vector<float>.Count;
             Keys = S;
             if (valid is not null)
             {
@@ -170,8 +195,8 @@ internal static class AttentionKernel
             var kb = k.Slice((int)KOff[n], S * D); var vb = v.Slice((int)VOff[n], S * Dv);
             for (int j = 0; j < Keys; j++)
             {
-                for (int d = 0; d < D; d++) kT[d * S + j] = kb[j * D + d];
-                for (int d = 0; d < Dv; d++) vT[d * S + j] = vb[j * Dv + d];
+                for (int d = 0; d < D; d++) kT[d * Stride + j] = kb[j * D + d];
+                for (int d = 0; d < Dv; d++) vT[d * Stride + j] = vb[j * Dv + d];
             }
         }
 
@@ -180,7 +205,7 @@ internal static class AttentionKernel
         {
             var d0 = dst.Slice((int)offset, S * width);
             for (int j = 0; j < Keys; j++)
-                for (int d = 0; d < width; d++) d0[j * width + d] += src[d * S + j];
+                for (int d = 0; d < width; d++) d0[j * width + d] += src[d * Stride + j];
         }
 
         private static long[] Offsets(int[] batch, int[] own, long matrix)
