@@ -143,8 +143,10 @@ public sealed record ModelConfig
         var other => throw Bad(source, $"{key} should be a string, got {other.ToJsonString()}"),
     };
 
+    /// <summary>A number whatever its JSON spelling or CLR backing (64, 64.0 and a JsonValue made from an int alike).</summary>
     private static double? Num(JsonObject? c, string key) =>
-        c?[key] is JsonValue v && v.TryGetValue<double>(out double d) ? d : null;
+        c?[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number
+            ? double.Parse(v.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture) : null;
 
     private static int Int(JsonObject c, string key, string source) => c[key] switch
     {

@@ -9,7 +9,7 @@ namespace Kiln.LoRA.Tests.Models;
 /// </summary>
 internal static class NaiveLlama
 {
-    public static double[][] Logits(ModelConfig c, IReadOnlyDictionary<string, float[]> w, int[] ids, int[]? positions = null, bool[]? attend = null)
+    public static double[][] Logits(ModelConfig c, IReadOnlyDictionary<string, float[]> w, int[] ids, int[]? positions = null, bool[]? attend = null, double[]? invFreq = null)
     {
         int d = c.HiddenSize, hd = c.HeadDim, h = c.Heads, kvh = c.KvHeads, n = ids.Length;
         var keys = new double[c.Layers][][]; var values = new double[c.Layers][][];
@@ -26,7 +26,7 @@ internal static class NaiveLlama
                 var q = Lin(w, pre + "self_attn.q_proj", xn, h * hd, c.QkvBias);
                 var k = Lin(w, pre + "self_attn.k_proj", xn, kvh * hd, c.QkvBias);
                 var v = Lin(w, pre + "self_attn.v_proj", xn, kvh * hd, c.QkvBias);
-                Rope(q, h, hd, pos, c.RopeTheta); Rope(k, kvh, hd, pos, c.RopeTheta);
+                Rope(q, h, hd, pos, c.RopeTheta, invFreq); Rope(k, kvh, hd, pos, c.RopeTheta, invFreq);
                 keys[l][p] = k; values[l][p] = v;
                 var att = new double[h * hd];
                 for (int head = 0; head < h; head++)
@@ -84,12 +84,12 @@ internal static class NaiveLlama
     }
 
     /// <summary>Hugging Face half-split rotation: pairs (i, i + hd/2) by pos·θ^(−2i/hd).</summary>
-    private static void Rope(double[] v, int heads, int hd, int pos, double theta)
+    private static void Rope(double[] v, int heads, int hd, int pos, double theta, double[]? invFreq)
     {
         for (int head = 0; head < heads; head++)
             for (int i = 0; i < hd / 2; i++)
             {
-                double a = pos * Math.Pow(theta, -2.0 * i / hd);
+                double a = pos * (invFreq?[i] ?? Math.Pow(theta, -2.0 * i / hd));
                 int lo = head * hd + i, hi = lo + hd / 2;
                 double x0 = v[lo], x1 = v[hi];
                 v[lo] = x0 * Math.Cos(a) - x1 * Math.Sin(a);
