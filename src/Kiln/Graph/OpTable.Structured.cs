@@ -132,27 +132,30 @@ public static partial class OpTable
         (x, n) => RowKernels.RmsNorm(x[0], x[1], ((NormAttrs)n.Attrs!).Eps),
         c =>
         {
-            Tensor x = c.Inputs[0], w = c.Inputs[1], g = c.Upstream;
-            double eps = c.Attrs<NormAttrs>().Eps;
-            var r = ((x.Square()).Mean([-1], keepDim: true) + eps).Rsqrt();
-            var gw = g * w;
-            var dx = gw * r - x * (r * r * r) * (gw * x).Mean([-1], keepDim: true);
-            return [dx, SumTo(g * x * r, w)];
+            Tensor x = c.Inputs[0], w = c.Inputs[1];
+            var packed = Tensor.Apply(RmsNormGrad!, c.Node.Attrs, x, w, c.Upstream);   // [dx | dw], one kernel
+            int nx = (int)x.Numel, d = w.Shape[0];
+            return [packed.Slice(0, 0, nx).Reshape(x.ShapeArray), packed.Slice(0, nx, nx + d)];
         });
+
+    /// <summary>RMSNorm's backward (Cpu/NormGradKernels): dx and dw packed flat. First-order only.</summary>
+    public static readonly OpDef RmsNormGrad = new("rms_norm_grad", 3, FusionClass.Opaque,
+        (i, _) => ([checked((int)(Shapes.Numel(i[0].Shape) + i[1].Shape[0]))], i[0].DType),
+        (x, n) => NormGradKernels.RmsNorm(x[0], x[1], x[2], ((NormAttrs)n.Attrs!).Eps), null);
+
+    /// <summary>LayerNorm's backward: dx, dw and db packed flat. First-order only.</summary>
+    public static readonly OpDef LayerNormGrad = new("layer_norm_grad", 3, FusionClass.Opaque,
+        (i, _) => ([checked((int)(Shapes.Numel(i[0].Shape) + 2 * i[1].Shape[0]))], i[0].DType),
+        (x, n) => NormGradKernels.LayerNorm(x[0], x[1], x[2], ((NormAttrs)n.Attrs!).Eps), null);
 
     public static readonly OpDef LayerNorm = new("layer_norm", 3, FusionClass.Opaque, (i, _) => NormShape("layer_norm", i),
         (x, n) => RowKernels.LayerNorm(x[0], x[1], x[2], ((NormAttrs)n.Attrs!).Eps),
         c =>
         {
-            Tensor x = c.Inputs[0], w = c.Inputs[1], g = c.Upstream;
-            double eps = c.Attrs<NormAttrs>().Eps;
-            var mu = x.Mean([-1], keepDim: true);
-            var xc = x - mu;
-            var r = (xc.Square().Mean([-1], keepDim: true) + eps).Rsqrt();
-            var xhat = xc * r;
-            var dxhat = g * w;
-            var dx = r * (dxhat - dxhat.Mean([-1], keepDim: true) - xhat * (dxhat * xhat).Mean([-1], keepDim: true));
-            return [dx, SumTo(g * xhat, w), SumTo(g, c.Inputs[2])];
+            Tensor x = c.Inputs[0], w = c.Inputs[1];
+            var packed = Tensor.Apply(LayerNormGrad!, c.Node.Attrs, x, w, c.Upstream);   // [dx | dw | db], one kernel
+            int nx = (int)x.Numel, d = w.Shape[0];
+            return [packed.Slice(0, 0, nx).Reshape(x.ShapeArray), packed.Slice(0, nx, nx + d), packed.Slice(0, nx + d, nx + 2 * d)];
         });
 
     private static (int[], DType) NormShape(string op, Node[] i)
