@@ -4,8 +4,8 @@ namespace Kiln.LoRA.Training;
 public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.999, double Eps = 1e-8, double WeightDecay = 0.0);
 
 /// <summary>
-/// AdamW with decoupled weight decay and bias correction, written as graph operations so an update is part
-/// of the training step's graph (one plan, evaluated with forward and backward). Quantities that change every
+/// AdamW with decoupled weight decay and bias correction as one multi-tensor graph op (Ops.AdamWUpdate), so an
+/// update is part of the training step's graph (one plan, evaluated with forward and backward) and costs one kernel. Quantities that change every
 /// step (learning rate, bias corrections) enter as data, not constants, so every step reuses the same plan.
 /// Matches torch.optim.AdamW: p ← p·(1 − lr·wd) − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + eps).
 /// </summary>
@@ -33,24 +33,18 @@ public sealed class AdamW
 
     public AdamWOptions Options => _o;
 
-    /// <summary>Builds (lazily) the updated parameters and moments for step Step+1 at learning rate <paramref name="lr"/>.</summary>
-    public PendingUpdate Update(IReadOnlyList<Tensor> parameters, IReadOnlyList<Tensor> grads, double lr)
+    /// <summary>
+    /// Builds (lazily) the updated parameters and moments for step Step+1 at learning rate <paramref name="lr"/>,
+    /// the gradients multiplied by <paramref name="gradScale"/> first (clipping, accumulation), as one
+    /// multi-tensor kernel for all parameters.
+    /// </summary>
+    public PendingUpdate Update(IReadOnlyList<Tensor> parameters, IReadOnlyList<Tensor> grads, double lr, Tensor? gradScale = null)
     {
         long t = Step + 1;
         double bc1 = 1 - Math.Pow(_o.Beta1, t), bc2 = 1 - Math.Pow(_o.Beta2, t);
-        var stepSize = Scalar(lr / bc1);
-        var denomScale = Scalar(1 / Math.Sqrt(bc2));
-        var decay = Scalar(1 - lr * _o.WeightDecay);
-        var p2 = new Tensor[parameters.Count]; var m2 = new Tensor[parameters.Count]; var v2 = new Tensor[parameters.Count];
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            var g = grads[i];
-            m2[i] = M[i] * _o.Beta1 + g * (1 - _o.Beta1);
-            v2[i] = V[i] * _o.Beta2 + g.Square() * (1 - _o.Beta2);
-            var denom = v2[i].Sqrt() * denomScale + _o.Eps;
-            p2[i] = parameters[i] * decay - m2[i] / denom * stepSize;
-        }
-        return new PendingUpdate(this, p2, m2, v2);
+        var r = Ops.AdamWUpdate(parameters, grads, M, V, Scalar(lr / bc1), Scalar(1 / Math.Sqrt(bc2)), Scalar(1 - lr * _o.WeightDecay),
+            gradScale ?? Scalar(1), _o.Beta1, _o.Beta2, _o.Eps);
+        return new PendingUpdate(this, r.Select(x => x.P).ToArray(), r.Select(x => x.M).ToArray(), r.Select(x => x.V).ToArray());
     }
 
     /// <summary>Restores moments and step (checkpoint resume).</summary>

@@ -90,15 +90,14 @@ public sealed class Trainer
             return null;
         }
 
-        if (_o.GradAccumulation > 1) grads = grads.Select(g => g * (1.0 / _o.GradAccumulation)).ToArray();
-        var norm = GlobalNorm(grads);
-        if (_o.ClipNorm is > 0 and var clip)
-        {
-            // min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_
-            var coef = Ops.Minimum(norm.ScalarLike(clip) / (norm + 1e-6), norm.ScalarLike(1));
-            grads = grads.Select(g => g * coef).ToArray();
-        }
-        var update = Optimizer.Update(_params.Select(p => p.Value).ToArray(), grads, learningRate);
+        // Accumulated gradients are sums over micro-batches: the mean is sum / k. Scaling (and clipping) is one
+        // scalar the update kernel applies, so no scaled copy of every gradient is made.
+        double mean = 1.0 / _o.GradAccumulation;
+        var norm = Ops.SumOfSquares(grads).Sqrt() * mean;
+        var scale = norm.ScalarLike(mean);
+        if (_o.ClipNorm is > 0 and var clip)   // min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_
+            scale = Ops.Minimum(norm.ScalarLike(clip) / (norm + 1e-6), norm.ScalarLike(1)) * mean;
+        var update = Optimizer.Update(_params.Select(p => p.Value).ToArray(), grads, learningRate, scale);
         Tensor.Eval([loss, norm, .. update.Outputs]);
         var fresh = update.Commit();
         for (int i = 0; i < _params.Length; i++) _params[i].Value = fresh[i];
@@ -128,17 +127,6 @@ public sealed class Trainer
 
     private Tensor Logits(TokenBatch b) =>
         _model.Forward(Tensor.FromArray(b.Inputs, [b.BatchSize, b.SeqLen])).Reshape(-1, _model.Config.VocabSize);
-
-    private static Tensor GlobalNorm(Tensor[] grads)
-    {
-        Tensor? sum = null;
-        foreach (var g in grads)
-        {
-            var s = g.Square().Sum();
-            sum = sum is null ? s : sum + s;
-        }
-        return sum!.Sqrt();
-    }
 
     private void SetDropoutSalt(long salt)
     {

@@ -109,6 +109,33 @@ public static class Ops
     public static Tensor ScatterAdd(Tensor x, int axis, Tensor index, Tensor source) =>
         Tensor.Apply(OpTable.ScatterAdd, new IntAttrs(Shapes.Axis(axis, x.Rank, "scatter_add")), x, index, source);
 
+    /// <summary>Σ over every tensor of the sum of its squares, as one kernel (the squared global norm of many gradients).</summary>
+    public static Tensor SumOfSquares(IReadOnlyList<Tensor> tensors) => Tensor.Apply(OpTable.SumOfSquares, null, [.. tensors]);
+
+    /// <summary>
+    /// One AdamW step for many float32 parameters in one kernel (torch.optim.AdamW's formula). The step-dependent
+    /// scalars are tensors (data), so every step runs the same graph. Returns the new (p, m, v) per parameter,
+    /// views into one packed result.
+    /// </summary>
+    public static (Tensor P, Tensor M, Tensor V)[] AdamWUpdate(IReadOnlyList<Tensor> p, IReadOnlyList<Tensor> g, IReadOnlyList<Tensor> m, IReadOnlyList<Tensor> v,
+        Tensor stepSize, Tensor denomScale, Tensor decay, Tensor gradScale, double beta1, double beta2, double eps)
+    {
+        if (p.Count != g.Count || p.Count != m.Count || p.Count != v.Count) throw new ArgumentException($"adamw_update: {p.Count} parameters, {g.Count} gradients, {m.Count} and {v.Count} moments");
+        var inputs = new List<Tensor> { stepSize, denomScale, decay, gradScale };
+        for (int k = 0; k < p.Count; k++) { inputs.Add(p[k]); inputs.Add(g[k]); inputs.Add(m[k]); inputs.Add(v[k]); }
+        var packed = Tensor.Apply(OpTable.AdamWUpdate, new AdamWAttrs(beta1, beta2, eps), [.. inputs]);
+        var result = new (Tensor, Tensor, Tensor)[p.Count];
+        int at = 0;
+        for (int k = 0; k < p.Count; k++)
+        {
+            int n = (int)p[k].Numel;
+            var shape = p[k].ShapeArray;
+            result[k] = (packed.Slice(0, at, at + n).Reshape(shape), packed.Slice(0, at + n, at + 2 * n).Reshape(shape), packed.Slice(0, at + 2 * n, at + 3 * n).Reshape(shape));
+            at += 3 * n;
+        }
+        return result;
+    }
+
     /// <summary>
     /// Marks <paramref name="x"/> as the input of a gradient-checkpointed segment (everything computed from it
     /// up to the next mark). Its value is unchanged; autograd recomputes the segment during the backward pass
