@@ -88,8 +88,12 @@ public sealed unsafe class CudaDevice
     /// <summary>True when the CUDA driver loads, initializes and reports at least one GPU. Never throws.</summary>
     public static bool IsAvailable => Probe.Value is null;
 
-    /// <summary>Why CUDA is unavailable (null when it is available).</summary>
+    /// <summary>Why CUDA is unavailable (null when it is available); for a missing library this lists
+    /// every place searched.</summary>
     public static string? UnavailableReason => Probe.Value;
+
+    /// <summary>The first line of <see cref="UnavailableReason"/> (null when available).</summary>
+    public static string? UnavailableSummary => Probe.Value?.Split('\n')[0];
 
     public override string ToString() =>
         $"cuda:{Index} {Name} (sm_{ComputeCapability.Major}{ComputeCapability.Minor}, {SmCount} SMs, {Bytes.Format(TotalMemory)})";
