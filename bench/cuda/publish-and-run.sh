@@ -4,7 +4,8 @@
 #
 # On the development machine (needs the .NET 10 SDK; ~1-2 min on 2 cores):
 #   bench/cuda/publish-and-run.sh publish
-# On the GPU machine (repository root of the copied working tree; the .gpu/ folder must travel with it):
+# On the GPU machine (repository root of the copied working tree; the .gpu/ folder must travel with it:
+# it is git-ignored, so with the project's device tool pass carry=[".gpu"]):
 #   bench/cuda/publish-and-run.sh run
 # which is the same as:
 #   .gpu/Kiln.Cuda.Tests -noColor -showLiveOutput -result-junit "$OUT/kiln-cuda-tests.junit.xml" | tee "$OUT/kiln-cuda-tests.txt"

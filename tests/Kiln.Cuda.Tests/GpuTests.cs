@@ -103,7 +103,7 @@ public class GpuTests(ITestOutputHelper output)
     public void Rejected_option_is_named()
     {
         var ctx = Gpu.Context();
-        var compiler = new NvrtcCompiler(null);
+        var compiler = new NvrtcCompiler(Gpu.TempCacheDir());
         var e = Assert.Throws<CudaException>(() => compiler.Compile(Gpu.AxpbSource, "axpb.cu", ctx.Device.Arch, "--no-such-option"));
         Assert.StartsWith("NVRTC_ERROR", e.StatusName);
         Assert.Contains("--no-such-option", e.Message);
@@ -198,7 +198,7 @@ public class GpuTests(ITestOutputHelper output)
         for (int r = 0; r < 3; r++) exec.Launch(stream);
         stream.Synchronize();
         var y = dx.ToArray<float>();
-        for (int i = 0; i < n; i++) Assert.Equal(x[i] + 15f, y[i], 1e-4f);
+        for (int i = 0; i < n; i++) Assert.Equal(x[i] + 15f, y[i], 1e-3f);
     }
 
     [Fact]

@@ -22,6 +22,25 @@ public class NoGpuTests
     }
 
     [Fact]
+    public void A_library_missing_from_the_loader_path_is_found_in_a_probed_folder()
+    {
+        var libm = new[] { "/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6" }
+            .FirstOrDefault(File.Exists);
+        Assert.SkipWhen(libm is null, "no libm.so.6 to copy on this machine");
+        var dir = Gpu.TempCacheDir();
+        File.Copy(libm!, Path.Combine(dir, "libkiln_probe_test.so.1"));
+        File.WriteAllText(Path.Combine(dir, "libkiln_garbage.so.1"), "not an ELF file");
+
+        var (handle, where) = CudaLibraries.LoadFirst("probe test", ["libkiln_probe_test.so.1"], "", ["/nonexistent/dir", dir]);
+        Assert.NotEqual(IntPtr.Zero, handle);
+        Assert.Equal(Path.Combine(dir, "libkiln_probe_test.so.1"), where);
+
+        var e = Assert.Throws<CudaLibraryNotFoundException>(() =>
+            CudaLibraries.LoadFirst("garbage test", ["libkiln_garbage.so.1"], "", [dir]));
+        Assert.Contains(Path.Combine(dir, "libkiln_garbage.so.1") + ": exists but failed to load", e.Message);
+    }
+
+    [Fact]
     public void Probe_folders_cover_the_toolkit_and_system_locations()
     {
         var dirs = CudaLibraries.ProbeDirectories();
