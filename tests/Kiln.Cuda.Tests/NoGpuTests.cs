@@ -28,16 +28,20 @@ public class NoGpuTests
             .FirstOrDefault(File.Exists);
         Assert.SkipWhen(libm is null, "no libm.so.6 to copy on this machine");
         var dir = Gpu.TempCacheDir();
-        File.Copy(libm!, Path.Combine(dir, "libkiln_probe_test.so.1"));
-        File.WriteAllText(Path.Combine(dir, "libkiln_garbage.so.1"), "not an ELF file");
+        try
+        {
+            File.Copy(libm!, Path.Combine(dir, "libkiln_probe_test.so.1"));
+            File.WriteAllText(Path.Combine(dir, "libkiln_garbage.so.1"), "not an ELF file");
 
-        var (handle, where) = CudaLibraries.LoadFirst("probe test", ["libkiln_probe_test.so.1"], "", ["/nonexistent/dir", dir]);
-        Assert.NotEqual(IntPtr.Zero, handle);
-        Assert.Equal(Path.Combine(dir, "libkiln_probe_test.so.1"), where);
+            var (handle, where) = CudaLibraries.LoadFirst("probe test", ["libkiln_probe_test.so.1"], "", ["/nonexistent/dir", dir]);
+            Assert.NotEqual(IntPtr.Zero, handle);
+            Assert.Equal(Path.Combine(dir, "libkiln_probe_test.so.1"), where);
 
-        var e = Assert.Throws<CudaLibraryNotFoundException>(() =>
-            CudaLibraries.LoadFirst("garbage test", ["libkiln_garbage.so.1"], "", [dir]));
-        Assert.Contains(Path.Combine(dir, "libkiln_garbage.so.1") + ": exists but failed to load", e.Message);
+            var e = Assert.Throws<CudaLibraryNotFoundException>(() =>
+                CudaLibraries.LoadFirst("garbage test", ["libkiln_garbage.so.1"], "", [dir]));
+            Assert.Contains(Path.Combine(dir, "libkiln_garbage.so.1") + ": exists but failed to load", e.Message);
+        }
+        finally { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } }
     }
 
     [Fact]
