@@ -21,11 +21,45 @@ internal static class InfoCommand
             table.AddRow("default device", Device.Default.ToString());
             table.AddRow("cpu", $"{Environment.ProcessorCount} logical cores, {Settings.Threads} Kiln threads (KILN_THREADS)");
             table.AddRow("simd", SimdDescription());
-            table.AddRow("cuda", "not built into this version (CPU backend only)");
+            foreach (var (k, v) in CudaRows()) table.AddRow(k, Markup.Escape(v));
             AnsiConsole.Write(table);
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The GPU rows: each device (name, memory, compute capability, SMs), the driver and the
+    /// NVRTC / cuBLASLt versions, or why CUDA is unavailable. Never throws.</summary>
+    internal static List<(string Key, string Value)> CudaRows()
+    {
+        var rows = new List<(string, string)>();
+        if (!Kiln.Cuda.CudaDevice.IsAvailable)
+        {
+            rows.Add(("cuda", $"unavailable: {Kiln.Cuda.CudaDevice.UnavailableSummary}"));
+            return rows;
+        }
+        try
+        {
+            int count = Kiln.Cuda.CudaDevice.Count;
+            for (int i = 0; i < count; i++)
+            {
+                var d = Kiln.Cuda.CudaDevice.Get(i);
+                rows.Add(($"gpu {i}", $"{d.Name}, {d.TotalMemory / (1024.0 * 1024 * 1024):0.#} GiB, compute capability " +
+                    $"{d.ComputeCapability.Major}.{d.ComputeCapability.Minor} ({d.Arch}), {d.SmCount} SMs"));
+            }
+            rows.Add(("cuda driver", $"{Kiln.Cuda.Cu.FormatVersion(Kiln.Cuda.Cu.DriverVersion)} ({Kiln.Cuda.CudaLibraries.LoadedFrom(Kiln.Cuda.CudaLibraryKind.Driver)})"));
+        }
+        catch (Exception e) { rows.Add(("cuda", $"error: {e.Message.Split('\n')[0]}")); }
+        rows.Add(("nvrtc", Library(Kiln.Cuda.CudaLibraryKind.Nvrtc, () => $"{Kiln.Cuda.Nvrtc.Version.Major}.{Kiln.Cuda.Nvrtc.Version.Minor}")));
+        rows.Add(("cublasLt", Library(Kiln.Cuda.CudaLibraryKind.CublasLt, () => Kiln.Cuda.CublasLt.FormatVersion(Kiln.Cuda.CublasLt.Version))));
+        rows.Add(("cuda execution", "not yet: the engine runs on the CPU (CUDA bindings and device layer only)"));
+        return rows;
+    }
+
+    private static string Library(Kiln.Cuda.CudaLibraryKind kind, Func<string> version)
+    {
+        try { return $"{version()} ({Kiln.Cuda.CudaLibraries.LoadedFrom(kind)})"; }
+        catch (Exception e) { return $"unavailable: {e.Message.Split('\n')[0]}"; }
     }
 
     internal static string SimdDescription()
