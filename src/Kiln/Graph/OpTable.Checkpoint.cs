@@ -17,3 +17,19 @@ public static partial class OpTable
         (x, _) => new Runtime.Realised(x[0].Buffer, x[0].Offset, x[0].Shape, x[0].Strides),
         c => [c.Upstream, null], widensHalf: false);
 }
+
+public static partial class OpTable
+{
+    /// <summary>A copy of x on another device (Tensor.To); the evaluator moves the data through the backends.</summary>
+    public static readonly OpDef ToDevice = new("to_device", 1, FusionClass.Opaque,
+        (i, _) => (i[0].Shape, i[0].DType),
+        (x, n) => Runtime.Evaluator.Transfer(x[0], n.Device),
+        c => [c.Upstream.To(c.Inputs[0].Device)], widensHalf: false);
+}
+
+/// <summary>The device a to_device node copies to.</summary>
+internal sealed record DeviceAttrs(Device Target) : IOpAttrs
+{
+    public void AddTo(ref HashCode h) => h.Add(Target);
+    public override string ToString() => Target.ToString();
+}

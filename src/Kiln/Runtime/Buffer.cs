@@ -1,12 +1,22 @@
-// CPU storage: one typed managed array per buffer. Buffers come from and return to the BufferPool.
+// Storage: one typed managed array per CPU buffer (from and back to the BufferPool), or device memory owned by
+// a backend (DeviceMemory set, Data empty).
 using System.Runtime.InteropServices;
 
 namespace Kiln.Runtime;
 
+/// <summary>Memory on an accelerator, owned by its backend; Release hands it back to the backend's allocator.</summary>
+internal interface IDeviceMemory
+{
+    Device Device { get; }
+    long Bytes { get; }
+    void Release();
+}
+
 internal sealed class Buffer
 {
     public readonly DType DType;
-    public readonly Array Data;   // float[], double[], BFloat16[], Half[], int[], long[] or bool[]
+    public readonly Array Data;   // float[], double[], BFloat16[], Half[], int[], long[] or bool[]; empty on a device
+    public readonly IDeviceMemory? DeviceMemory;
     public readonly long Length;  // elements in use (the array may be longer: pooled size classes)
     internal int Users;           // live Realised views of this buffer inside an Eval; 0 after release -> pool
 
@@ -14,6 +24,16 @@ internal sealed class Buffer
     internal Reclaimer? Reclaim;
 
     public Buffer(DType dtype, Array data, long length) { DType = dtype; Data = data; Length = length; }
+
+    public Buffer(DType dtype, IDeviceMemory memory, long length) { DType = dtype; Data = System.Array.Empty<byte>(); DeviceMemory = memory; Length = length; }
+
+    public bool OnDevice => DeviceMemory is not null;
+
+    private void RequireHost()
+    {
+        if (DeviceMemory is not null)
+            throw new InvalidOperationException($"internal: a CPU kernel touched a {DType.ShortName()} buffer on {DeviceMemory.Device} (move it with Tensor.To(Device.Cpu))");
+    }
 
     /// <summary>
     /// Published values (kept by their nodes) are never released explicitly; when their graph becomes garbage
@@ -52,8 +72,8 @@ internal sealed class Buffer
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
-    public Span<T> Span<T>() => MemoryMarshal.CreateSpan(ref MemoryMarshal.GetArrayDataReference((T[])Data), (int)Length);
-    public T[] Array<T>() => (T[])Data;
+    public Span<T> Span<T>() { RequireHost(); return MemoryMarshal.CreateSpan(ref MemoryMarshal.GetArrayDataReference((T[])Data), (int)Length); }
+    public T[] Array<T>() { RequireHost(); return (T[])Data; }
 }
 
 /// <summary>

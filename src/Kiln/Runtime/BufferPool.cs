@@ -76,6 +76,7 @@ internal static class BufferPool
     /// </summary>
     internal static void ArmReclaim(Buffer b)
     {
+        if (b.OnDevice) return;   // device memory is reclaimed by its backend
         if (b.Reclaim is not null || Bytes(b.DType, b.Data) < LargeBytes || b.Data.LongLength != (1L << ClassOf(b.Data.LongLength))) return;
         var r = new Buffer.Reclaimer(b.DType, b.Data);
         if (Interlocked.CompareExchange(ref b.Reclaim, r, null) is not null)
@@ -88,6 +89,7 @@ internal static class BufferPool
     /// <summary>Returns a buffer nothing uses any more (the caller guarantees no live view remains).</summary>
     public static void Return(Buffer b)
     {
+        if (b.DeviceMemory is { } d) { d.Release(); return; }
         if (b.Reclaim is { } r && !r.Disarm()) return;   // already reclaimed
         ReturnArray(b.DType, b.Data);
     }

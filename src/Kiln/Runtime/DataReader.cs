@@ -5,6 +5,11 @@ internal static class DataReader
 {
     public static T[] Read<T>(Realised v) where T : unmanaged
     {
+        if (v.Buffer.OnDevice)
+        {
+            var host = Evaluator.Transfer(v, Device.Cpu);
+            try { return Read<T>(host); } finally { Evaluator.Release(host); }
+        }
         var want = DTypeOf<T>();
         var dense = Cpu.Convert.Cast(v, want);
         var r = new T[dense.Numel];

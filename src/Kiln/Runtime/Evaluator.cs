@@ -132,6 +132,16 @@ internal static class Evaluator
 
     private static Realised Run(Node node, Realised[] inputs)
     {
+        if (ReferenceEquals(node.Op, OpTable.ToDevice)) return Transfer(inputs[0], node.Device);
+        if (node.Device.Kind != DeviceKind.Cpu)
+        {
+            for (int k = 0; k < inputs.Length; k++)   // host values (e.g. leaves made before a backend existed) move over
+                if (!inputs[k].Buffer.OnDevice) inputs[k] = Backends.For(node.Device).Upload(inputs[k]);
+            return Backends.For(node.Device).Execute(node, inputs);
+        }
+        for (int k = 0; k < inputs.Length; k++)
+            if (inputs[k].Buffer.DeviceMemory is { } m)
+                throw new InvalidOperationException($"{node.Op.Name}: input {k} is on {m.Device} but the op runs on the CPU; move it with .To(Device.Cpu)");
         if (!node.Op.WidensHalf) return node.Op.Cpu(inputs, node);
         Realised[]? widened = null;
         for (int k = 0; k < inputs.Length; k++)
@@ -151,6 +161,18 @@ internal static class Evaluator
             result = narrowed;
         }
         return result;
+    }
+
+    /// <summary>Moves a value to <paramref name="target"/>: host to device, device to host, or through the host.</summary>
+    internal static Realised Transfer(Realised value, Device target)
+    {
+        var from = value.Buffer.DeviceMemory?.Device ?? Device.Cpu;
+        if (from.Equals(target)) return new Realised(value.Buffer, value.Offset, value.Shape, value.Strides);
+        var host = from.Kind == DeviceKind.Cpu ? value : Backends.For(from).Download(value);
+        if (target.Kind == DeviceKind.Cpu) return host;
+        var moved = Backends.For(target).Upload(host);
+        if (!ReferenceEquals(host, value)) Release(host);
+        return moved;
     }
 
     /// <summary>Publishes a view of <paramref name="value"/> (its own user of the buffer) into <paramref name="node"/>.</summary>

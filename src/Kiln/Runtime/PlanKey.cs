@@ -75,7 +75,7 @@ internal sealed class PlanKey : IEquatable<PlanKey>
                     refs.Add(n.Op);
                     refs.Add(n.Attrs);
                 }
-                codes.Add((int)n.DType);
+                codes.Add((int)n.DType | ((int)n.Device.Kind << 8) | (n.Device.Index << 12));   // plans are per device
                 codes.Add(n.Shape.Length);
                 foreach (int d in n.Shape) codes.Add(d);
                 id[n] = finished++;   // ids in completion order: inputs before users

@@ -46,7 +46,8 @@ public sealed partial class Tensor
             Array.Fill(vals, value);
             Cpu.Convert.WriteDoubles(vals, r);
         }
-        return new Tensor(new Node(OpTable.Constant, [], new FillAttrs(value), r.Shape, dtype, device ?? Device.Default, r));
+        var dev = device ?? Device.Default;
+        return new Tensor(new Node(OpTable.Constant, [], new FillAttrs(value), r.Shape, dtype, dev, OnDevice(r, dev)));
     }
 
     public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null) => Full(shape, 0, dtype, device);

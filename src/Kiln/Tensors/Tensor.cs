@@ -102,7 +102,20 @@ public sealed partial class Tensor : IDisposable
     }
 
     internal static Tensor FromRealised(Realised value, Device device, string kind = "data") =>
-        new(new Node(OpTable.Constant, [], new LeafAttrs(kind), value.Shape, value.DType, device, value));
+        new(new Node(OpTable.Constant, [], new LeafAttrs(kind), value.Shape, value.DType, device, OnDevice(value, device)));
+
+    /// <summary>A leaf's value on its device: host data for an accelerator is copied there once, at creation.</summary>
+    internal static Realised OnDevice(Realised value, Device device) =>
+        device.Kind == DeviceKind.Cpu || value.Buffer.OnDevice ? value : Backends.For(device).Upload(value);
+
+    /// <summary>This tensor on <paramref name="device"/> (a copy; lazy like every op). Same device: itself.</summary>
+    public Tensor To(Device device)
+    {
+        var n = NodeFor("To");
+        if (n.Device.Equals(device)) return this;
+        if (device.Kind != DeviceKind.Cpu) Backends.For(device);   // fail here, at the user's line, if the device cannot run
+        return new Tensor(new Node(OpTable.ToDevice, [n], new DeviceAttrs(device), n.Shape, n.DType, device));
+    }
 }
 
 public sealed partial class Tensor
