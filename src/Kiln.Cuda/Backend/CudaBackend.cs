@@ -1,0 +1,266 @@
+// The engine's CUDA backend (first slice of issue 5): runs plan nodes on one GPU. Covered: views, elementwise
+// ops and fused elementwise groups (CUDA C generated per program, see CudaCodegen), casts, sum/mean/max
+// reductions, and matmul through cuBLASLt; float32/float64 (ints for casts and copies). Everything runs on the
+// legacy default stream in order, so a download (which synchronizes) sees every earlier kernel. Ops without a
+// CUDA kernel yet fail with an error naming the op. Not yet: hand-written row kernels, CUDA Graph replay.
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using Kiln.Graph;
+using Kiln.Runtime;
+
+namespace Kiln.Cuda.Backend;
+
+internal sealed class CudaBackend : IDeviceBackend
+{
+    private const int Threads = 256;
+    private readonly CudaContext _context;
+    private readonly Device _device;
+    private readonly CudaAllocator _alloc;
+    private readonly NvrtcCompiler _compiler = new();
+    private readonly ConcurrentDictionary<string, Lazy<CudaKernel>> _kernels = new();
+    private readonly ConcurrentDictionary<string, DeviceBuffer> _meta = new();
+    private readonly Lazy<CublasLt> _blas;
+
+    /// <summary>Kernels launched and NVRTC compilations done by this backend (tests count them).</summary>
+    public long Launches;
+
+    public CudaBackend(int index)
+    {
+        _context = CudaContext.Get(index);
+        _device = Device.Cuda(index);
+        _alloc = new CudaAllocator(_context, _device);
+        _blas = new(() => new CublasLt(_context));
+    }
+
+    // ---------------- memory and transfers ----------------
+
+    private Realised Allocate(DType dtype, int[] shape)
+    {
+        long n = Shapes.Numel(shape);
+        var mem = _alloc.Rent(Math.Max(n, 1) * dtype.SizeInBytes());
+        return Realised.Contiguous(new Runtime.Buffer(dtype, mem, n), shape);
+    }
+
+    private static ulong Ptr(Realised r) => ((CudaMemory)r.Buffer.DeviceMemory!).Pointer;
+
+    public Realised Upload(Realised host)
+    {
+        _context.MakeCurrent();
+        var b = host.Buffer;
+        long n = b.Length;
+        var mem = _alloc.Rent(Math.Max(n, 1) * b.DType.SizeInBytes());
+        var bytes = MemoryMarshal.AsBytes(HostSpan(b));
+        mem.Buffer.CopyFrom<byte>(bytes[..(int)(n * b.DType.SizeInBytes())]);
+        return new Realised(new Runtime.Buffer(b.DType, mem, n), host.Offset, host.Shape, host.Strides);
+    }
+
+    private static Span<byte> HostSpan(Runtime.Buffer b) => b.DType switch
+    {
+        DType.Float32 => MemoryMarshal.AsBytes(b.Span<float>()),
+        DType.Float64 => MemoryMarshal.AsBytes(b.Span<double>()),
+        DType.Int32 => MemoryMarshal.AsBytes(b.Span<int>()),
+        DType.Int64 => MemoryMarshal.AsBytes(b.Span<long>()),
+        DType.Bool => MemoryMarshal.AsBytes(b.Span<bool>()),
+        DType.BFloat16 => MemoryMarshal.AsBytes(b.Span<BFloat16>()),
+        DType.Float16 => MemoryMarshal.AsBytes(b.Span<Half>()),
+        _ => throw new NotSupportedException($"dtype {b.DType}"),
+    };
+
+    public Realised Download(Realised device)
+    {
+        _context.MakeCurrent();
+        var dense = device.IsContiguous ? device : Copy(device);
+        long n = dense.Numel;
+        var host = Realised.Contiguous(BufferPool.Rent(dense.DType, n), dense.Shape);
+        int size = dense.DType.SizeInBytes();
+        var all = new byte[dense.Buffer.Length * size];
+        ((CudaMemory)dense.Buffer.DeviceMemory!).Buffer.CopyTo<byte>(all);   // synchronous: earlier kernels are done
+        all.AsSpan((int)(dense.Offset * size), (int)(n * size)).CopyTo(HostSpan(host.Buffer));
+        if (!ReferenceEquals(dense, device)) Evaluator.Release(dense);
+        return host;
+    }
+
+    // ---------------- dispatch ----------------
+
+    public Realised Execute(Node node, Realised[] x)
+    {
+        _context.MakeCurrent();
+        var op = node.Op;
+        if (op.Fusion == FusionClass.View) return View(node, x);
+        if (ReferenceEquals(op, OpTable.FusedElementwise)) return Fused(node, x);
+        if (ReferenceEquals(op, OpTable.Cast)) return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = ({CudaCodegen.CType(node.DType)})x0;"], $"cast_{x[0].DType}_{node.DType}");
+        if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
+        if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
+        if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
+            && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64)
+            return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
+        throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, fused elementwise groups, casts, sum/mean/max and matmul in float32/float64)");
+    }
+
+    private Realised View(Node node, Realised[] x)
+    {
+        if (ReferenceEquals(node.Op, OpTable.Reshape) && !x[0].IsContiguous)
+        {
+            var dense = Copy(x[0]);   // a reshape that strides cannot express: copy on the device first
+            var r = new Realised(dense.Buffer, dense.Offset, node.Shape, Shapes.ContiguousStrides(node.Shape));
+            Evaluator.Release(dense);
+            return r;
+        }
+        return node.Op.Cpu(x, node);   // pure stride arithmetic over the same buffer
+    }
+
+    // ---------------- elementwise ----------------
+
+    private Realised Fused(Node node, Realised[] x)
+    {
+        var program = ((FusedProgram)node.Attrs!).Steps;
+        var steps = CudaCodegen.Program(program, node.DType)
+            ?? throw new NotSupportedException($"fused_elementwise on {_device}: an op of the group has no CUDA form");
+        var key = "fused_" + node.DType + "_" + string.Join("|", program.Select(s => $"{s.Op.Name},{s.A},{s.B}"));
+        return Elementwise(node, x, steps, key);
+    }
+
+    /// <summary>Copies a strided value into a dense one on the device.</summary>
+    internal Realised Copy(Realised v) =>
+        Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}");
+
+    private Realised Elementwise(Node node, Realised[] x, List<string> steps, string key) => Run(node.Shape, node.DType, x, steps, key);
+
+    private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key)
+    {
+        if (shape.Length > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {shape.Length} > {CudaCodegen.MaxRank}");
+        var inTypes = x.Select(i => i.DType).ToArray();
+        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType;
+        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps));
+        var o = Allocate(outType, shape);
+        long n = o.Numel;
+        if (n == 0) return o;
+        var meta = Meta(shape, x);
+        Span<KernelArg> args = stackalloc KernelArg[3 + x.Length];
+        args[0] = KernelArg.Pointer(Ptr(o)); args[1] = n; args[2] = KernelArg.Pointer(meta.Pointer);
+        for (int k = 0; k < x.Length; k++) args[3 + k] = KernelArg.Pointer(Ptr(x[k]));
+        int blocks = (int)Math.Min((n + Threads - 1) / Threads, 65535L * 8);
+        kernel.Launch(blocks, Threads, 0, null, args);
+        Interlocked.Increment(ref Launches);
+        return o;
+    }
+
+    /// <summary>[rank, shape, per input: offset, strides aligned to the output (0 where broadcast)], cached per content.</summary>
+    private DeviceBuffer Meta(int[] shape, Realised[] x)
+    {
+        int rank = shape.Length;
+        var m = new long[1 + rank + x.Length * (rank + 1)];
+        m[0] = rank;
+        for (int d = 0; d < rank; d++) m[1 + d] = shape[d];
+        for (int k = 0; k < x.Length; k++)
+        {
+            int at = 1 + rank + k * (rank + 1), lead = rank - x[k].Shape.Length;
+            m[at] = x[k].Offset;
+            for (int d = 0; d < rank; d++)
+                m[at + 1 + d] = d < lead || x[k].Shape[d - lead] == 1 ? 0 : x[k].Strides[d - lead];
+        }
+        string key = string.Join(",", m);
+        return _meta.GetOrAdd(key, _ =>
+        {
+            var b = DeviceBuffer.Allocate<long>(_context, m.Length);
+            b.CopyFrom<long>(m);
+            return b;
+        });
+    }
+
+    private CudaKernel Kernel(string key, Func<string, string> source) =>
+        _kernels.GetOrAdd(key, k => new Lazy<CudaKernel>(() =>
+        {
+            string name = "k" + (uint)k.GetHashCode();
+            var image = _compiler.Compile(source(name), name + ".cu", _context.Device.Arch);
+            return CudaModule.Load(_context, image).GetKernel(name);
+        })).Value;
+
+    // ---------------- reductions ----------------
+
+    private Realised Reduce(Node node, Realised x)
+    {
+        var a = (AxesAttrs)node.Attrs!;
+        if (x.DType is not (DType.Float32 or DType.Float64)) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
+        // Reduced axes last (a view), then one thread per output element loops over them in double.
+        var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !a.Axes.Contains(d)).ToArray();
+        int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = a.Axes.Select(d => x.Shape[d]).ToArray();
+        long count = Shapes.Numel(inner);
+        string t = CudaCodegen.CType(x.DType);
+        string kind = ReferenceEquals(node.Op, OpTable.Sum) ? "sum" : ReferenceEquals(node.Op, OpTable.Mean) ? "mean" : "max";
+        string key = $"reduce_{kind}_{x.DType}_{outer.Length}_{inner.Length}";
+        var kernel = Kernel(key, name => $$"""
+            extern "C" __global__ void {{name}}({{t}}* out, long long n, const long long* meta, const {{t}}* x)
+            {
+                // meta: offset, outerRank, innerRank, outerShape, outerStrides, innerShape, innerStrides
+                long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
+                const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
+                long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
+                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+                {
+                    long long base = off, rem = i;
+                    for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; base += c * ost[d]; }
+                    double acc = {{(kind == "max" ? "-1.0/0.0" : "0.0")}};
+                    for (long long j = 0; j < count; ++j)
+                    {
+                        long long o = base, r = j;
+                        for (int d = ri - 1; d >= 0; --d) { long long c = r % is[d]; r /= is[d]; o += c * ist[d]; }
+                        double v = (double)x[o];
+                        {{(kind == "max" ? "acc = (v != v || v > acc) ? v : acc;" : "acc += v;")}}
+                    }
+                    out[i] = ({{t}})({{(kind == "mean" ? "acc / (double)count" : "acc")}});
+                }
+            }
+            """);
+        var o = Allocate(node.DType, node.Shape);
+        long n = Shapes.Numel(outer);
+        var m = new List<long> { x.Offset, outer.Length, inner.Length };
+        m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
+        m.AddRange(inner.Select(v => (long)v)); m.AddRange(a.Axes.Select(d => x.Strides[d]));
+        var meta = _meta.GetOrAdd("r:" + string.Join(",", m), _ => { var b = DeviceBuffer.Allocate<long>(_context, m.Count); b.CopyFrom<long>(m.ToArray()); return b; });
+        if (n > 0)
+        {
+            kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, null,
+                KernelArg.Pointer(Ptr(o)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)));
+            Interlocked.Increment(ref Launches);
+        }
+        return o;
+    }
+
+    // ---------------- matmul ----------------
+
+    private Realised MatMul(Node node, Realised a, Realised b)
+    {
+        if (a.DType is not (DType.Float32 or DType.Float64) || a.DType != b.DType)
+            throw new NotSupportedException($"matmul on {_device}: dtype {a.DType.ShortName()} x {b.DType.ShortName()}");
+        if (a.Shape.Length < 2 || b.Shape.Length < 2) throw new NotSupportedException($"matmul on {_device}: vector operands are not supported yet (shapes {Shapes.Format(a.Shape)} x {Shapes.Format(b.Shape)})");
+        int m = a.Shape[^2], k = a.Shape[^1], n = b.Shape[^1];
+        int[] outShape = node.Shape;
+        int batchRank = outShape.Length - 2;
+        long batches = Shapes.Numel(outShape.AsSpan(0, batchRank));
+        // Dense operands broadcast to the output's batch shape (a copy kernel makes them contiguous).
+        var ad = Dense(a, [.. outShape[..batchRank], m, k]);
+        var bd = Dense(b, [.. outShape[..batchRank], k, n]);
+        var o = Allocate(node.DType, outShape);
+        var type = a.DType == DType.Float32 ? CudaDataType.R32F : CudaDataType.R64F;
+        var compute = a.DType == DType.Float32 ? CublasComputeType.Compute32F : CublasComputeType.Compute64F;
+        int size = a.DType.SizeInBytes();
+        for (long i = 0; i < batches; i++)
+            _blas.Value.MatmulRowMajor(m, n, k, type, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
+                Ptr(o) + (ulong)(i * m * n * size), compute: compute);
+        Interlocked.Add(ref Launches, batches);
+        if (!ReferenceEquals(ad, a)) Evaluator.Release(ad);
+        if (!ReferenceEquals(bd, b)) Evaluator.Release(bd);
+        return o;
+    }
+
+    /// <summary>v broadcast to <paramref name="shape"/> and made dense (v itself when it already is).</summary>
+    private Realised Dense(Realised v, int[] shape)
+    {
+        if (Shapes.Equal(v.Shape, shape) && v.IsContiguous) return v;
+        var expanded = Kiln.Cpu.Views.Expand(v, shape);
+        var dense = Copy(expanded);
+        Evaluator.Release(expanded);
+        return dense;
+    }
+}

@@ -1,0 +1,95 @@
+// CUDA C for the engine's elementwise work, generated per program and dtype and compiled once by NVRTC (disk
+// cached). One kernel shape serves single ops, fused groups, casts and strided copies: a grid-stride loop over
+// the output in row-major order, each input read through its own strides (0 on broadcast axes) from a small
+// metadata array, the whole program evaluated in registers.
+using System.Globalization;
+using System.Text;
+using Kiln.Graph;
+
+namespace Kiln.Cuda.Backend;
+
+internal static class CudaCodegen
+{
+    public const int MaxRank = 8;
+
+    public static string CType(DType t) => t switch
+    {
+        DType.Float32 => "float",
+        DType.Float64 => "double",
+        DType.Int32 => "int",
+        DType.Int64 => "long long",
+        DType.Bool => "bool",
+        _ => throw new NotSupportedException($"CUDA backend: dtype {t.ShortName()} is not supported yet (float32, float64, int32, int64, bool)"),
+    };
+
+    /// <summary>The C expression of one step, or null when the op has no CUDA form here.</summary>
+    public static string? Expression(OpDef op, string a, string? b, DType t)
+    {
+        bool f = t == DType.Float32;
+        string F(string name) => f ? name + "f" : name;
+        string L(double v) => f ? v.ToString("R", CultureInfo.InvariantCulture) + "f" : v.ToString("R", CultureInfo.InvariantCulture);
+        if (ReferenceEquals(op, OpTable.Neg)) return $"(-{a})";
+        if (ReferenceEquals(op, OpTable.Abs)) return $"{F("fabs")}({a})";
+        if (ReferenceEquals(op, OpTable.Exp)) return $"{F("exp")}({a})";
+        if (ReferenceEquals(op, OpTable.Log)) return $"{F("log")}({a})";
+        if (ReferenceEquals(op, OpTable.Sqrt)) return $"{F("sqrt")}({a})";
+        if (ReferenceEquals(op, OpTable.Rsqrt)) return $"{F("rsqrt")}({a})";
+        if (ReferenceEquals(op, OpTable.Sin)) return $"{F("sin")}({a})";
+        if (ReferenceEquals(op, OpTable.Cos)) return $"{F("cos")}({a})";
+        if (ReferenceEquals(op, OpTable.Tanh)) return $"{F("tanh")}({a})";
+        if (ReferenceEquals(op, OpTable.Erf)) return $"{F("erf")}({a})";
+        if (ReferenceEquals(op, OpTable.Sigmoid)) return $"({L(1)} / ({L(1)} + {F("exp")}(-{a})))";
+        if (ReferenceEquals(op, OpTable.Relu)) return $"({a} > {L(0)} ? {a} : {L(0)})";
+        if (ReferenceEquals(op, OpTable.Square)) return $"({a} * {a})";
+        if (ReferenceEquals(op, OpTable.Silu)) return $"({a} / ({L(1)} + {F("exp")}(-{a})))";
+        if (ReferenceEquals(op, OpTable.GeluTanh)) return $"({L(0.5)} * {a} * ({L(1)} + {F("tanh")}({L(0.7978845608028654)} * ({a} + {L(0.044715)} * {a} * {a} * {a}))))";
+        if (ReferenceEquals(op, OpTable.GeluErf)) return $"({L(0.5)} * {a} * ({L(1)} + {F("erf")}({a} * {L(0.7071067811865476)})))";
+        if (b is null) return null;
+        if (ReferenceEquals(op, OpTable.Add)) return $"({a} + {b})";
+        if (ReferenceEquals(op, OpTable.Sub)) return $"({a} - {b})";
+        if (ReferenceEquals(op, OpTable.Mul)) return $"({a} * {b})";
+        if (ReferenceEquals(op, OpTable.Div)) return $"({a} / {b})";
+        if (ReferenceEquals(op, OpTable.Pow)) return $"{F("pow")}({a}, {b})";
+        // NaN-propagating like torch.maximum/minimum (fmax would drop a NaN)
+        if (ReferenceEquals(op, OpTable.Maximum)) return $"(({a} != {a} || {a} > {b}) ? {a} : {b})";
+        if (ReferenceEquals(op, OpTable.Minimum)) return $"(({a} != {a} || {a} < {b}) ? {a} : {b})";
+        return null;
+    }
+
+    /// <summary>
+    /// A kernel <c>k(out, n, meta, in0, in1, ...)</c>: meta = [rank, shape[rank], then per input offset,
+    /// strides[rank]]. <paramref name="steps"/> are C statements assigning t0, t1, ...; the last is the result.
+    /// </summary>
+    public static string Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps)
+    {
+        var sb = new StringBuilder();
+        sb.Append($"extern \"C\" __global__ void {name}({CType(outType)}* __restrict__ out, long long n, const long long* __restrict__ meta");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
+        sb.Append(")\n{\n");
+        sb.Append("    int rank = (int)meta[0];\n    const long long* shape = meta + 1;\n");
+        sb.Append("    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n    {\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        long long o{k} = meta[1 + rank + {k} * (rank + 1)];\n");
+        sb.Append("        long long rem = i;\n        for (int d = rank - 1; d >= 0; --d)\n        {\n            long long c = rem % shape[d]; rem /= shape[d];\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"            o{k} += c * meta[1 + rank + {k} * (rank + 1) + 1 + d];\n");
+        sb.Append("        }\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = in{k}[o{k}];\n");
+        foreach (var s in steps) sb.Append("        ").Append(s).Append('\n');
+        sb.Append($"        out[i] = ({CType(outType)})t{steps.Count - 1};\n    }}\n}}\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Statements for a fused program (operands ≥ 0 earlier steps, &lt; 0 input ~k), or null if unsupported.</summary>
+    public static List<string>? Program(FusedInstruction[] program, DType t)
+    {
+        var steps = new List<string>();
+        string Operand(int x) => x >= 0 ? $"t{x}" : $"x{~x}";
+        for (int i = 0; i < program.Length; i++)
+        {
+            var s = program[i];
+            var e = Expression(s.Op, Operand(s.A), s.Op.Arity == 2 ? Operand(s.B) : null, t);
+            if (e is null) return null;
+            steps.Add($"{CType(t)} t{i} = {e};");
+        }
+        return steps;
+    }
+}

@@ -1,0 +1,68 @@
+// Device memory for engine buffers: a caching allocator per device (size classes of powers of two), so the
+// buffers an Eval releases are reused by the next one instead of going through cuMemAlloc/cuMemFree.
+using System.Collections.Concurrent;
+using System.Numerics;
+using Kiln.Runtime;
+
+namespace Kiln.Cuda.Backend;
+
+internal sealed class CudaAllocator(CudaContext context, Device device)
+{
+    private readonly ConcurrentDictionary<long, ConcurrentBag<DeviceBuffer>> _free = new();
+    private long _cachedBytes;
+
+    public Device Device => device;
+
+    public CudaMemory Rent(long bytes)
+    {
+        long size = (long)BitOperations.RoundUpToPowerOf2((ulong)Math.Max(bytes, 256));
+        if (_free.TryGetValue(size, out var bag) && bag.TryTake(out var b))
+        {
+            Interlocked.Add(ref _cachedBytes, -size);
+            return new CudaMemory(this, b, size);
+        }
+        try { return new CudaMemory(this, DeviceBuffer.Allocate(context, size), size); }
+        catch (CudaException) when (Interlocked.Read(ref _cachedBytes) > 0)
+        {
+            Trim();   // out of memory: free the cache and retry once (the retry's error names the sizes)
+            return new CudaMemory(this, DeviceBuffer.Allocate(context, size), size);
+        }
+    }
+
+    internal void Return(DeviceBuffer b, long size)
+    {
+        _free.GetOrAdd(size, _ => []).Add(b);
+        Interlocked.Add(ref _cachedBytes, size);
+    }
+
+    public void Trim()
+    {
+        foreach (var bag in _free.Values)
+            while (bag.TryTake(out var b)) { Interlocked.Add(ref _cachedBytes, -b.Bytes); b.Dispose(); }
+    }
+}
+
+/// <summary>One engine buffer's device memory. Release (or finalization of a dropped value) returns it to the cache.</summary>
+internal sealed class CudaMemory : IDeviceMemory
+{
+    private readonly CudaAllocator _owner;
+    private DeviceBuffer? _buffer;
+
+    public CudaMemory(CudaAllocator owner, DeviceBuffer buffer, long bytes) { _owner = owner; _buffer = buffer; Bytes = bytes; }
+
+    public Device Device => _owner.Device;
+    public long Bytes { get; }
+    public ulong Pointer => (_buffer ?? throw new ObjectDisposedException(nameof(CudaMemory), "device memory used after release")).Pointer;
+    public DeviceBuffer Buffer => _buffer ?? throw new ObjectDisposedException(nameof(CudaMemory), "device memory used after release");
+
+    public void Release()
+    {
+        var b = Interlocked.Exchange(ref _buffer, null);
+        if (b is null) return;
+        GC.SuppressFinalize(this);
+        _owner.Return(b, Bytes);
+    }
+
+    // A published value dropped without release: its memory goes back to the cache (no CUDA call here).
+    ~CudaMemory() { if (Interlocked.Exchange(ref _buffer, null) is { } b) _owner.Return(b, Bytes); }
+}

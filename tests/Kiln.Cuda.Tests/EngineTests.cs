@@ -1,0 +1,128 @@
+// The engine running on the GPU: the same lazy graphs evaluated with tensors on cuda:0 and on the CPU give the
+// same values (fp32 1e-5 relative + a small absolute floor for cancellations; fp64 1e-12).
+using Kiln.Cuda.Backend;
+using Kiln.Runtime;
+
+namespace Kiln.Cuda.Tests;
+
+[Collection("gpu")]
+public class EngineTests
+{
+    private static Device Cuda()
+    {
+        Gpu.Context();
+        KilnCuda.Register();
+        return Device.Cuda(0);
+    }
+
+    private static void Close(Tensor cpu, Tensor gpu, double rel, string what)
+    {
+        Assert.Equal(cpu.Shape, gpu.Shape);
+        Assert.Equal(Device.Cuda(0), gpu.Device);
+        var e = cpu.ToArray<double>(); var a = gpu.ToArray<double>();
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(Math.Abs(e[i] - a[i]) <= rel * Math.Abs(e[i]) + rel, $"{what}[{i}]: cpu {e[i]} gpu {a[i]}");
+    }
+
+    /// <summary>Evaluates f on CPU inputs and on their GPU copies.</summary>
+    private static void Same(Func<Tensor[], Tensor> f, Tensor[] inputs, string what, double rel = 1e-5)
+    {
+        var d = Cuda();
+        var gpuInputs = inputs.Select(t => t.To(d)).ToArray();
+        Close(f(inputs), f(gpuInputs), inputs[0].DType == DType.Float64 ? 1e-12 : rel, what);
+    }
+
+    [Fact]
+    public void TransfersRoundTripEveryDtype()
+    {
+        var d = Cuda();
+        Assert.Equal(new[] { 1f, 2, 3 }, Tensor.FromArray(new[] { 1f, 2, 3 }, device: d).ToArray<float>());
+        Assert.Equal(new[] { 1.5, -2 }, Tensor.FromArray(new[] { 1.5, -2 }).To(d).To(Device.Cpu).ToArray<double>());
+        Assert.Equal(new long[] { 7, 8 }, Tensor.FromArray(new long[] { 7, 8 }).To(d).ToArray<long>());
+        var t = Tensor.RandomNormal([5, 7], 1);
+        Assert.Equal(t.T.ToArray<float>(), t.To(d).T.ToArray<float>());                 // a strided view read back
+        Assert.Equal(t.ToArray<float>(), t.To(d).Cast(DType.Float64).ToArray<float>());  // cast kernel
+    }
+
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.Float64)]
+    public void ElementwiseOpsWithBroadcastAndStrides(DType dt)
+    {
+        var a = Tensor.RandomNormal([4, 33, 17], 1, dtype: dt); var b = Tensor.RandomNormal([33, 1], 2, dtype: dt);
+        var c = Tensor.RandomUniform([17, 33], 3, 0.5, 2, dtype: dt);
+        Same(x => x[0] + x[1], [a, b], "add broadcast");
+        Same(x => x[0] * x[1].T / x[0].Exp().Tanh() - x[0].Sigmoid(), [a, c], "mixed with a transposed input");
+        Same(x => Ops.Maximum(x[0].Silu(), x[0].Gelu()) + x[0].Abs().Sqrt().Log(), [a], "unary chain");
+        Same(x => Ops.Pow(x[0], 1.7), [c], "pow");
+    }
+
+    [Fact]
+    public void FusedChainIsOneKernel()
+    {
+        var d = Cuda();
+        var x = Tensor.RandomNormal([1000, 37], 4);
+        Tensor Chain(Tensor t) { var y = t; for (int i = 0; i < 10; i++) y = (y * 0.9 + 0.1).Tanh(); return y; }
+        var gpuX = x.To(d).Eval();
+        var backend = (CudaBackend)Backends.For(d);
+        long before = backend.Launches;
+        var y = Chain(gpuX).Eval();
+        Assert.Equal(1, backend.Launches - before);
+        Close(Chain(x), y, 1e-5, "fused chain");
+    }
+
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.Float64)]
+    public void MatMulPlainBatchedBroadcastAndTransposed(DType dt)
+    {
+        var a = Tensor.RandomNormal([65, 33], 1, dtype: dt); var b = Tensor.RandomNormal([33, 129], 2, dtype: dt);
+        Same(x => x[0].MatMul(x[1]), [a, b], "2-D", 1e-4);
+        var ba = Tensor.RandomNormal([3, 2, 17, 9], 3, dtype: dt); var bb = Tensor.RandomNormal([2, 9, 5], 4, dtype: dt);
+        Same(x => x[0].MatMul(x[1]), [ba, bb], "batched with broadcast", 1e-4);
+        Same(x => x[0].T.MatMul(x[1].T), [b, a], "transposed operands", 1e-4);
+    }
+
+    [Fact]
+    public void Reductions()
+    {
+        var x = Tensor.RandomNormal([6, 50, 9], 5);
+        Same(t => t[0].Sum(), [x], "sum all", 1e-4);
+        Same(t => t[0].Mean([1]), [x], "mean axis 1", 1e-5);
+        Same(t => t[0].Max([0, 2], keepDim: true), [x], "max axes 0,2");
+        Same(t => t[0].T.Sum([-1]), [x.Reshape(6, 450)], "sum of a transposed view", 1e-4);
+    }
+
+    [Fact]
+    public void GradientsOfATanhMlpMatchTheCpu()
+    {
+        var d = Cuda();
+        var x = Tensor.RandomNormal([32, 16], 1); var w1 = Tensor.RandomNormal([16, 24], 2, std: 0.3); var w2 = Tensor.RandomNormal([24, 4], 3, std: 0.3);
+        Tensor[] Grads(Tensor[] p) => Autograd.Grad((p[0].MatMul(p[1]).Tanh().MatMul(p[2]) - 0.5).Square().Mean(), p[1], p[2]);
+        var cpu = Grads([x, w1, w2]);
+        var gpu = Grads([x.To(d), w1.To(d), w2.To(d)]);
+        for (int i = 0; i < 2; i++) Close(cpu[i], gpu[i], 1e-4, $"grad {i}");
+    }
+
+    [Fact]
+    public void SameStructureNewDataReusesThePlanAndGivesNewValues()
+    {
+        var d = Cuda();
+        for (int s = 0; s < 3; s++)
+        {
+            var a = Tensor.RandomNormal([40, 30], 10 + s); var b = Tensor.RandomNormal([30, 20], 20 + s);
+            var expected = (a.MatMul(b) + 1).Tanh().ToArray<float>();
+            var got = (a.To(d).MatMul(b.To(d)) + 1).Tanh().ToArray<float>();
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-5, $"step {s} [{i}]");
+        }
+    }
+
+    [Fact]
+    public void UnsupportedOpNamesItselfAndTheDevice()
+    {
+        var d = Cuda();
+        var e = Assert.Throws<NotSupportedException>(() => Tensor.RandomNormal([3, 4], 1).To(d).ArgMax(-1).Eval());
+        Assert.Contains("argmax", e.Message);
+        Assert.Contains("cuda:0", e.Message);
+    }
+}
