@@ -242,16 +242,40 @@ internal sealed class CudaBackend : IDeviceBackend
         var ad = Dense(a, [.. outShape[..batchRank], m, k]);
         var bd = Dense(b, [.. outShape[..batchRank], k, n]);
         var o = Allocate(node.DType, outShape);
-        var type = a.DType == DType.Float32 ? CudaDataType.R32F : CudaDataType.R64F;
-        var compute = a.DType == DType.Float32 ? CublasComputeType.Compute32F : CublasComputeType.Compute64F;
         int size = a.DType.SizeInBytes();
-        for (long i = 0; i < batches; i++)
-            _blas.Value.MatmulRowMajor(m, n, k, type, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
-                Ptr(o) + (ulong)(i * m * n * size), compute: compute);
-        Interlocked.Add(ref Launches, batches);
+        if (a.DType == DType.Float32)
+        {
+            for (long i = 0; i < batches; i++)
+                _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
+                    Ptr(o) + (ulong)(i * m * n * size));
+            Interlocked.Add(ref Launches, batches);
+        }
+        else NaiveMatMul(ad, bd, o, batches, m, n, k);   // fp64 is for checking, not speed (the cuBLASLt wrapper scales in fp32)
         if (!ReferenceEquals(ad, a)) Evaluator.Release(ad);
         if (!ReferenceEquals(bd, b)) Evaluator.Release(bd);
         return o;
+    }
+
+    private void NaiveMatMul(Realised a, Realised b, Realised o, long batches, int m, int n, int k)
+    {
+        var kernel = Kernel("matmul_naive_f64", name => $$"""
+            extern "C" __global__ void {{name}}(double* out, const double* a, const double* b, long long batches, int m, int n, int k)
+            {
+                long long total = batches * m * n;
+                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+                {
+                    long long bi = i / ((long long)m * n); int r = (int)(i / n % m), c = (int)(i % n);
+                    const double* ar = a + bi * m * k + (long long)r * k; const double* bc = b + bi * k * n + c;
+                    double s = 0; for (int j = 0; j < k; ++j) s += ar[j] * bc[(long long)j * n];
+                    out[i] = s;
+                }
+            }
+            """);
+        long total = batches * m * n;
+        if (total == 0) return;
+        kernel.Launch((int)Math.Min((total + Threads - 1) / Threads, 65535L * 8), Threads, 0, null,
+            KernelArg.Pointer(Ptr(o)), KernelArg.Pointer(Ptr(a) + (ulong)(a.Offset * 8)), KernelArg.Pointer(Ptr(b) + (ulong)(b.Offset * 8)), batches, m, n, k);
+        Interlocked.Increment(ref Launches);
     }
 
     /// <summary>v broadcast to <paramref name="shape"/> and made dense (v itself when it already is).</summary>

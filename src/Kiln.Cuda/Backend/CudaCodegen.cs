@@ -27,7 +27,12 @@ internal static class CudaCodegen
     {
         bool f = t == DType.Float32;
         string F(string name) => f ? name + "f" : name;
-        string L(double v) => f ? v.ToString("R", CultureInfo.InvariantCulture) + "f" : v.ToString("R", CultureInfo.InvariantCulture);
+        string L(double v)
+        {
+            string s = v.ToString("R", CultureInfo.InvariantCulture);
+            if (!s.Contains('.') && !s.Contains('E') && !s.Contains('e')) s += ".0";   // "1f" would be a user-defined literal
+            return f ? s + "f" : s;
+        }
         if (ReferenceEquals(op, OpTable.Neg)) return $"(-{a})";
         if (ReferenceEquals(op, OpTable.Abs)) return $"{F("fabs")}({a})";
         if (ReferenceEquals(op, OpTable.Exp)) return $"{F("exp")}({a})";

@@ -39,7 +39,7 @@ internal sealed class ConstantFolding : IRewritePass
         Span<double> back = [0];
         Cpu.Convert.ReadDoubles(one, back);   // the value as the dtype holds it (6.1 in f32 is 6.099999904632568)
         var r = new Realised(one.Buffer, 0, shape, new long[shape.Length]);
-        return new Node(OpTable.Constant, [], new FillAttrs(back[0]), shape, dtype, device, r);
+        return new Node(OpTable.Constant, [], new FillAttrs(back[0]), shape, dtype, device, Tensor.OnDevice(r, device));
     }
 
     /// <summary>The op's own kernel on 0-d copies of its fill inputs (same rounding as at run time).</summary>
@@ -52,9 +52,10 @@ internal sealed class ConstantFolding : IRewritePass
         {
             vals[k] = Realised.Contiguous(new Runtime.Buffer(ins[k].DType, Runtime.Buffer.NewArray(ins[k].DType, 1), 1), []);
             Cpu.Convert.WriteDoubles([Fill(ins[k])], vals[k]);
-            placeholders[k] = new Node(OpTable.Constant, [], null, [], ins[k].DType, ins[k].Device);
+            placeholders[k] = new Node(OpTable.Constant, [], null, [], ins[k].DType, Device.Cpu);
         }
-        var scalar = new Node(n.Op, placeholders, n.Attrs, [], n.DType, n.Device);
+        // Folding is host arithmetic whatever device the graph runs on.
+        var scalar = new Node(n.Op, placeholders, n.Attrs, [], n.DType, Device.Cpu);
         var r = Evaluator.RunKernel(scalar, vals);
         Span<double> v = [0];
         Cpu.Convert.ReadDoubles(r, v);
