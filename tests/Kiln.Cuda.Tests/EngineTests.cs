@@ -126,3 +126,38 @@ public class EngineTests
         Assert.Contains("cuda:0", e.Message);
     }
 }
+
+[Collection("gpu")]
+public class CudaGraphTests
+{
+    [Fact]
+    public void APlanIsCapturedOnceAndReplayedWithNewData()
+    {
+        Gpu.Context();
+        KilnCuda.Register();
+        var d = Device.Cuda(0);
+        var backend = (CudaBackend)Backends.For(d);
+        var w = Tensor.RandomNormal([64, 48], 1).To(d).Eval();   // the same weight every step: staged once
+        long captures0 = backend.Captures, replays0 = backend.Replays;
+        for (int step = 0; step < 5; step++)
+        {
+            var xCpu = Tensor.RandomNormal([32, 64], 100 + step);
+            var expected = ((xCpu.MatMul(w.To(Device.Cpu)) * 0.5).Tanh().Sum([0]) / 3).ToArray<float>();
+            var got = ((xCpu.To(d).MatMul(w) * 0.5).Tanh().Sum([0]) / 3).ToArray<float>();
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-4, $"step {step} [{i}]: {expected[i]} vs {got[i]}");
+        }
+        Assert.Equal(1, backend.Captures - captures0);   // captured on the second run, never again
+        Assert.True(backend.Replays - replays0 >= 4, $"{backend.Replays - replays0} replays");
+    }
+
+    [Fact]
+    public void ReplayedOutputsAreFreshValuesNotTheArena()
+    {
+        Gpu.Context();
+        KilnCuda.Register();
+        var d = Device.Cuda(0);
+        var results = new List<Tensor>();
+        for (int step = 0; step < 4; step++) results.Add((Tensor.FromArray(new[] { step, step + 1f }, device: d) * 2).Eval());
+        for (int step = 0; step < 4; step++) Assert.Equal(new[] { 2f * step, 2f * step + 2 }, results[step].ToArray<float>());
+    }
+}

@@ -10,7 +10,7 @@ using Kiln.Runtime;
 
 namespace Kiln.Cuda.Backend;
 
-internal sealed class CudaBackend : IDeviceBackend
+internal sealed partial class CudaBackend : IDeviceBackend
 {
     private const int Threads = 256;
     private readonly CudaContext _context;
@@ -37,7 +37,7 @@ internal sealed class CudaBackend : IDeviceBackend
     private Realised Allocate(DType dtype, int[] shape)
     {
         long n = Shapes.Numel(shape);
-        var mem = _alloc.Rent(Math.Max(n, 1) * dtype.SizeInBytes());
+        var mem = _arena is { } arena ? arena.Rent(Math.Max(n, 1) * dtype.SizeInBytes()) : _alloc.Rent(Math.Max(n, 1) * dtype.SizeInBytes());
         return Realised.Contiguous(new Runtime.Buffer(dtype, mem, n), shape);
     }
 
@@ -121,18 +121,18 @@ internal sealed class CudaBackend : IDeviceBackend
     }
 
     /// <summary>Copies a strided value into a dense one on the device.</summary>
-    internal Realised Copy(Realised v) =>
-        Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}");
+    internal Realised Copy(Realised v, Realised? into = null) =>
+        Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}", into);
 
     private Realised Elementwise(Node node, Realised[] x, List<string> steps, string key) => Run(node.Shape, node.DType, x, steps, key);
 
-    private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key)
+    private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key, Realised? into = null)
     {
         if (shape.Length > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {shape.Length} > {CudaCodegen.MaxRank}");
         var inTypes = x.Select(i => i.DType).ToArray();
         string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType;
         var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps));
-        var o = Allocate(outType, shape);
+        var o = into ?? Allocate(outType, shape);
         long n = o.Numel;
         if (n == 0) return o;
         var meta = Meta(shape, x);
@@ -140,7 +140,7 @@ internal sealed class CudaBackend : IDeviceBackend
         args[0] = KernelArg.Pointer(Ptr(o)); args[1] = n; args[2] = KernelArg.Pointer(meta.Pointer);
         for (int k = 0; k < x.Length; k++) args[3 + k] = KernelArg.Pointer(Ptr(x[k]));
         int blocks = (int)Math.Min((n + Threads - 1) / Threads, 65535L * 8);
-        kernel.Launch(blocks, Threads, 0, null, args);
+        kernel.Launch(blocks, Threads, 0, _current, args);
         Interlocked.Increment(ref Launches);
         return o;
     }
@@ -220,7 +220,7 @@ internal sealed class CudaBackend : IDeviceBackend
         var meta = _meta.GetOrAdd("r:" + string.Join(",", m), _ => { var b = DeviceBuffer.Allocate<long>(_context, m.Count); b.CopyFrom<long>(m.ToArray()); return b; });
         if (n > 0)
         {
-            kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, null,
+            kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
                 KernelArg.Pointer(Ptr(o)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)));
             Interlocked.Increment(ref Launches);
         }
@@ -247,7 +247,7 @@ internal sealed class CudaBackend : IDeviceBackend
         {
             for (long i = 0; i < batches; i++)
                 _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
-                    Ptr(o) + (ulong)(i * m * n * size));
+                    Ptr(o) + (ulong)(i * m * n * size), stream: _current);
             Interlocked.Add(ref Launches, batches);
         }
         else NaiveMatMul(ad, bd, o, batches, m, n, k);   // fp64 is for checking, not speed (the cuBLASLt wrapper scales in fp32)
@@ -273,7 +273,7 @@ internal sealed class CudaBackend : IDeviceBackend
             """);
         long total = batches * m * n;
         if (total == 0) return;
-        kernel.Launch((int)Math.Min((total + Threads - 1) / Threads, 65535L * 8), Threads, 0, null,
+        kernel.Launch((int)Math.Min((total + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
             KernelArg.Pointer(Ptr(o)), KernelArg.Pointer(Ptr(a) + (ulong)(a.Offset * 8)), KernelArg.Pointer(Ptr(b) + (ulong)(b.Offset * 8)), batches, m, n, k);
         Interlocked.Increment(ref Launches);
     }

@@ -48,7 +48,21 @@ internal sealed class CudaMemory : IDeviceMemory
     private readonly CudaAllocator _owner;
     private DeviceBuffer? _buffer;
 
-    public CudaMemory(CudaAllocator owner, DeviceBuffer buffer, long bytes) { _owner = owner; _buffer = buffer; Bytes = bytes; }
+    private readonly bool _pinned;
+
+    public CudaMemory(CudaAllocator owner, DeviceBuffer buffer, long bytes, bool pinned = false) { _owner = owner; _buffer = buffer; Bytes = bytes; _pinned = pinned; }
+
+    /// <summary>Memory a captured CUDA Graph owns (its arena and staging buffers): releases are ignored.</summary>
+    public static CudaMemory Pinned(CudaAllocator owner, long bytes)
+    {
+        var m = owner.Rent(bytes);
+        var pinned = new CudaMemory(owner, m.Buffer, m.Bytes, pinned: true);
+        GC.SuppressFinalize(m);   // the buffer moved to the pinned wrapper
+        m.Forget();
+        return pinned;
+    }
+
+    private void Forget() => _buffer = null;
 
     public Device Device => _owner.Device;
     public long Bytes { get; }
@@ -57,6 +71,7 @@ internal sealed class CudaMemory : IDeviceMemory
 
     public void Release()
     {
+        if (_pinned) return;
         var b = Interlocked.Exchange(ref _buffer, null);
         if (b is null) return;
         GC.SuppressFinalize(this);
@@ -64,5 +79,5 @@ internal sealed class CudaMemory : IDeviceMemory
     }
 
     // A published value dropped without release: its memory goes back to the cache (no CUDA call here).
-    ~CudaMemory() { if (Interlocked.Exchange(ref _buffer, null) is { } b) _owner.Return(b, Bytes); }
+    ~CudaMemory() { if (Interlocked.Exchange(ref _buffer, null) is { } b) _owner.Return(b, Bytes); }   // pinned too: its graph is gone
 }

@@ -17,6 +17,16 @@ internal interface IDeviceBackend
     Realised Download(Realised device);
 }
 
+/// <summary>A backend that can run a whole plan itself (CUDA: captured once into a CUDA Graph, then replayed).</summary>
+internal interface IPlanRunner
+{
+    /// <summary>
+    /// Runs <paramref name="plan"/> over <paramref name="inputs"/> (slots then constants) and returns a fresh
+    /// value per plan node that is an output, or null to let the evaluator run the plan node by node this time.
+    /// </summary>
+    Dictionary<int, Realised>? TryRun(Plan plan, Realised[] inputs);
+}
+
 internal static class Backends
 {
     private static readonly Dictionary<DeviceKind, Func<int, IDeviceBackend>> Factories = [];

@@ -38,8 +38,31 @@ internal static class Evaluator
         if (plan.Constants.Length > 0) slots = [.. slots, .. plan.Constants];
         // Hold the inputs' buffers for the run, so a concurrent Dispose of an input cannot pool them mid-read.
         foreach (var s in slots) Interlocked.Increment(ref s.Buffer.Users);
-        try { RunLevels(plan, slots, requested); }
+        try
+        {
+            if (PlanDevice(plan) is { } device && Backends.For(device) is IPlanRunner runner && runner.TryRun(plan, slots) is { } outs)
+                PublishAll(plan, slots, requested, outs);
+            else RunLevels(plan, slots, requested);
+        }
         finally { foreach (var s in slots) Release(s); }
+    }
+
+    /// <summary>The accelerator every node of the plan runs on, or null (CPU, mixed devices, transfers).</summary>
+    private static Device? PlanDevice(Plan plan)
+    {
+        if (plan.Nodes.Length == 0 || plan.Nodes[0].Device.Kind == DeviceKind.Cpu) return null;
+        var d = plan.Nodes[0].Device;
+        foreach (var n in plan.Nodes)
+            if (!n.Device.Equals(d) || ReferenceEquals(n.Op, OpTable.ToDevice)) return null;
+        return d;
+    }
+
+    /// <summary>Publishes the values a plan runner returned (fresh buffers, one per output node).</summary>
+    private static void PublishAll(Plan plan, Realised[] slots, Node[] requested, Dictionary<int, Realised> outs)
+    {
+        for (int k = 0; k < requested.Length; k++)
+            if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);
+        foreach (var (i, v) in outs) Publish(v, plan.OwnersOf[i], requested, 0);
     }
 
     /// <summary>Peak bytes of intermediates held at once by this thread's last Eval (non-view results; what
