@@ -86,7 +86,9 @@ internal sealed partial class CudaBackend : IPlanRunner
             var codes = plan.Inputs[i];
             var ins = new Realised[codes.Length];
             for (int k = 0; k < codes.Length; k++) ins[k] = codes[k] >= 0 ? vals[codes[k]] : inputs[~codes[k]];
-            vals[i] = Execute(plan.Nodes[i], ins);
+            vals[i] = ReferenceEquals(plan.Nodes[i].Op, OpTable.ToDevice)
+                ? new Realised(ins[0].Buffer, ins[0].Offset, ins[0].Shape, ins[0].Strides)   // an upload of an input: staging did it
+                : Execute(plan.Nodes[i], ins);
         }
         return vals;
     }

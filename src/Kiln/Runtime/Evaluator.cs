@@ -47,13 +47,17 @@ internal static class Evaluator
         finally { foreach (var s in slots) Release(s); }
     }
 
-    /// <summary>The accelerator every node of the plan runs on, or null (CPU, mixed devices, transfers).</summary>
+    /// <summary>The accelerator every node of the plan runs on, or null (CPU, mixed devices, transfers of computed values).</summary>
     private static Device? PlanDevice(Plan plan)
     {
         if (plan.Nodes.Length == 0 || plan.Nodes[0].Device.Kind == DeviceKind.Cpu) return null;
         var d = plan.Nodes[0].Device;
-        foreach (var n in plan.Nodes)
-            if (!n.Device.Equals(d) || ReferenceEquals(n.Op, OpTable.ToDevice)) return null;
+        for (int i = 0; i < plan.Nodes.Length; i++)
+        {
+            var n = plan.Nodes[i];
+            // Uploads of the plan's own inputs are fine: the runner stages inputs on the device anyway.
+            if (!n.Device.Equals(d) || (ReferenceEquals(n.Op, OpTable.ToDevice) && plan.Inputs[i][0] >= 0)) return null;
+        }
         return d;
     }
 
