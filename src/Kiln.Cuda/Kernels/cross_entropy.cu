@@ -37,13 +37,14 @@ extern "C" __global__ void ce_fwd_i64(const float* x, const i64* t, float* loss,
 extern "C" __global__ void ce_fwd_i32(const float* x, const int* t, float* loss, int cols, i64 ignore, float eps, int vec) { ce_fwd<int>(x, t, loss, cols, ignore, eps, vec); }
 
 // One block: out[0] = sum of the counted rows' losses / count (in double); count_out[0] = count when not null.
+// loss may be null (the backward only needs the count).
 template <typename TI>
 __device__ __forceinline__ void ce_mean(const float* __restrict__ loss, const TI* __restrict__ t, i64 rows, i64 ignore, float* out, float* count_out)
 {
     __shared__ double sh[64];
     double s = 0.0, c = 0.0;
     for (i64 r = threadIdx.x; r < rows; r += blockDim.x)
-        if ((i64)t[r] != ignore) { s += (double)loss[r]; c += 1.0; }
+        if ((i64)t[r] != ignore) { if (loss) s += (double)loss[r]; c += 1.0; }
     s = warp_sum_d(s); c = warp_sum_d(c);
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) { sh[w] = s; sh[32 + w] = c; }
