@@ -1,0 +1,136 @@
+// RMSNorm and LayerNorm over the last axis (same math as Kiln.Cpu.RowKernels / NormGradKernels).
+// Forward: one block per row. Backward: each block walks rows blockIdx.x, +gridDim.x, ... writing dx and
+// accumulating its own dw (| db) partial row in `part` ([gridDim.x, P] floats, no atomics); reduce_partials
+// then sums the partial rows.
+
+// y = x / sqrt(mean(x^2) + eps) * w
+template <typename T>
+__device__ __forceinline__ void rmsnorm_fwd(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int cols, float eps, int vec)
+{
+    __shared__ float sh[64];
+    const T* xr = x + (i64)blockIdx.x * cols;
+    T* yr = y + (i64)blockIdx.x * cols;
+    float ss = 0.f;
+    if (vec)
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4) { kf4 v = ld4(xr, i); ss += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w); }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float v = ld(xr, i); ss += v * v; }
+    ss = block_sum(ss, sh);
+    float r = 1.f / sqrtf(ss / (float)cols + eps);
+    if (vec)
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 v = ld4(xr, i), wv = ld4(w, i);
+            v.x = v.x * r * wv.x; v.y = v.y * r * wv.y; v.z = v.z * r * wv.z; v.w = v.w * r * wv.w;
+            st4(yr, i, v);
+        }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) st(yr, i, ld(xr, i) * r * ld(w, i));
+}
+extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y, int cols, float eps, int vec) { rmsnorm_fwd<float>(x, w, y, cols, eps, vec); }
+extern "C" __global__ void rmsnorm_bf16(const bf16* x, const bf16* w, bf16* y, int cols, float eps, int vec) { rmsnorm_fwd<bf16>(x, w, y, cols, eps, vec); }
+
+// y = (x - mean) / sqrt(var + eps) * w + b (biased variance, two passes for the variance)
+template <typename T>
+__device__ __forceinline__ void layernorm_fwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y, int cols, float eps, int vec)
+{
+    __shared__ float sh[64];
+    const T* xr = x + (i64)blockIdx.x * cols;
+    T* yr = y + (i64)blockIdx.x * cols;
+    float s = 0.f;
+    if (vec)
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4) { kf4 v = ld4(xr, i); s += (v.x + v.y) + (v.z + v.w); }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) s += ld(xr, i);
+    float mean = block_sum(s, sh) / (float)cols;
+    float q = 0.f;
+    if (vec)
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 v = ld4(xr, i);
+            float a = v.x - mean, bb = v.y - mean, c = v.z - mean, d = v.w - mean;
+            q += (a * a + bb * bb) + (c * c + d * d);
+        }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float d = ld(xr, i) - mean; q += d * d; }
+    float r = 1.f / sqrtf(block_sum(q, sh) / (float)cols + eps);
+    if (vec)
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 v = ld4(xr, i), wv = ld4(w, i), bv = ld4(b, i);
+            v.x = (v.x - mean) * r * wv.x + bv.x; v.y = (v.y - mean) * r * wv.y + bv.y;
+            v.z = (v.z - mean) * r * wv.z + bv.z; v.w = (v.w - mean) * r * wv.w + bv.w;
+            st4(yr, i, v);
+        }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) st(yr, i, (ld(xr, i) - mean) * r * ld(w, i) + ld(b, i));
+}
+extern "C" __global__ void layernorm_f32(const float* x, const float* w, const float* b, float* y, int cols, float eps, int vec) { layernorm_fwd<float>(x, w, b, y, cols, eps, vec); }
+extern "C" __global__ void layernorm_bf16(const bf16* x, const bf16* w, const bf16* b, bf16* y, int cols, float eps, int vec) { layernorm_fwd<bf16>(x, w, b, y, cols, eps, vec); }
+
+// r = 1/sqrt(mean(x^2)+eps); dx = r*(g*w) - x*r^3*mean(g*w*x); part[blk, c] += g*x*r
+extern "C" __global__ void rmsnorm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ g,
+    float* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
+{
+    __shared__ float sh[64];
+    float* pr = part + (i64)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) pr[i] = 0.f;
+    float n = (float)cols;
+    for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
+    {
+        const float* xr = x + row * cols; const float* gr = g + row * cols; float* dr = dx + row * cols;
+        float ss = 0.f, gwx = 0.f;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float xv = xr[i]; ss += xv * xv; gwx += gr[i] * w[i] * xv; }
+        block_sum2(ss, gwx, sh);
+        float r = 1.f / sqrtf(ss / n + eps);
+        float k = gwx / n * r * r * r;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        {
+            float xv = xr[i], gv = gr[i];
+            dr[i] = gv * w[i] * r - xv * k;
+            pr[i] += gv * xv * r;
+        }
+    }
+}
+
+// xh = (x-mean)*r; gw = g*w; dx = r*(gw - mean(gw) - xh*mean(gw*xh)); part[blk, c] += g*xh; part[blk, cols + c] += g
+extern "C" __global__ void layernorm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ g,
+    float* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
+{
+    __shared__ float sh[64];
+    float* pr = part + (i64)blockIdx.x * 2 * cols;
+    for (int i = threadIdx.x; i < 2 * cols; i += blockDim.x) pr[i] = 0.f;
+    float n = (float)cols;
+    for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
+    {
+        const float* xr = x + row * cols; const float* gr = g + row * cols; float* dr = dx + row * cols;
+        float s = 0.f;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
+        float mean = block_sum(s, sh) / n;
+        float q = 0.f;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - mean; q += d * d; }
+        float r = 1.f / sqrtf(block_sum(q, sh) / n + eps);
+        float sg = 0.f, sgx = 0.f;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float gw = gr[i] * w[i]; sg += gw; sgx += gw * (xr[i] - mean) * r; }
+        block_sum2(sg, sgx, sh);
+        float mg = sg / n, mgx = sgx / n;
+        for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        {
+            float gv = gr[i], xh = (xr[i] - mean) * r;
+            dr[i] = (gv * w[i] - mg - xh * mgx) * r;
+            pr[i] += gv * xh;
+            pr[cols + i] += gv;
+        }
+    }
+}
+
+// out0[c] = sum_b part[b, c] for c < split; out1[c - split] = the same for split <= c < width.
+extern "C" __global__ void reduce_partials_f32(const float* __restrict__ part, int blocks, int width, int split, float* out0, float* out1)
+{
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < width; c += gridDim.x * blockDim.x)
+    {
+        float s = 0.f;
+        for (int b = 0; b < blocks; b++) s += part[(i64)b * width + c];
+        if (c < split) out0[c] = s; else out1[c - split] = s;
+    }
+}

@@ -1,0 +1,84 @@
+// softmax / log_softmax over the last axis: one block per row, (max, sum) in one online pass, then the write.
+// vec != 0: cols % 4 == 0 and the rows are 16-byte (fp32) / 8-byte (bf16) aligned, so 4 elements per load.
+
+template <typename T, bool LOG>
+__device__ __forceinline__ void softmax_fwd(const T* __restrict__ x, T* __restrict__ y, int cols, int vec)
+{
+    __shared__ float sh[64];
+    const T* xr = x + (i64)blockIdx.x * cols;
+    T* yr = y + (i64)blockIdx.x * cols;
+    float m = KILN_NEG_INF, s = 0.f;
+    if (vec)
+    {
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 v = ld4(xr, i);
+            online_add(m, s, v.x); online_add(m, s, v.y); online_add(m, s, v.z); online_add(m, s, v.w);
+        }
+    }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) online_add(m, s, ld(xr, i));
+    block_online(m, s, sh);
+    float lse = m + logf(s), inv = 1.f / s;
+    if (vec)
+    {
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 v = ld4(xr, i);
+            if (LOG) { v.x -= lse; v.y -= lse; v.z -= lse; v.w -= lse; }
+            else { v.x = expf(v.x - m) * inv; v.y = expf(v.y - m) * inv; v.z = expf(v.z - m) * inv; v.w = expf(v.w - m) * inv; }
+            st4(yr, i, v);
+        }
+    }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        {
+            float v = ld(xr, i);
+            st(yr, i, LOG ? v - lse : expf(v - m) * inv);
+        }
+}
+
+extern "C" __global__ void softmax_f32(const float* x, float* y, int cols, int vec) { softmax_fwd<float, false>(x, y, cols, vec); }
+extern "C" __global__ void softmax_bf16(const bf16* x, bf16* y, int cols, int vec) { softmax_fwd<bf16, false>(x, y, cols, vec); }
+extern "C" __global__ void log_softmax_f32(const float* x, float* y, int cols, int vec) { softmax_fwd<float, true>(x, y, cols, vec); }
+extern "C" __global__ void log_softmax_bf16(const bf16* x, bf16* y, int cols, int vec) { softmax_fwd<bf16, true>(x, y, cols, vec); }
+
+// Backward from the output y and the upstream gradient g:
+//   softmax:     dx = y * (g - sum(g * y))
+//   log_softmax: dx = g - exp(y) * sum(g)
+template <bool LOG>
+__device__ __forceinline__ void softmax_bwd(const float* __restrict__ y, const float* __restrict__ g, float* __restrict__ dx, int cols, int vec)
+{
+    __shared__ float sh[64];
+    i64 off = (i64)blockIdx.x * cols;
+    const float* yr = y + off; const float* gr = g + off; float* dr = dx + off;
+    float acc = 0.f;
+    if (vec)
+    {
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 gv = ld4(gr, i);
+            if (LOG) acc += (gv.x + gv.y) + (gv.z + gv.w);
+            else { kf4 yv = ld4(yr, i); acc += (gv.x * yv.x + gv.y * yv.y) + (gv.z * yv.z + gv.w * yv.w); }
+        }
+    }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) acc += LOG ? gr[i] : gr[i] * yr[i];
+    acc = block_sum(acc, sh);
+    if (vec)
+    {
+        for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4)
+        {
+            kf4 gv = ld4(gr, i), yv = ld4(yr, i), r;
+            if (LOG) { r.x = gv.x - expf(yv.x) * acc; r.y = gv.y - expf(yv.y) * acc; r.z = gv.z - expf(yv.z) * acc; r.w = gv.w - expf(yv.w) * acc; }
+            else { r.x = yv.x * (gv.x - acc); r.y = yv.y * (gv.y - acc); r.z = yv.z * (gv.z - acc); r.w = yv.w * (gv.w - acc); }
+            st4(dr, i, r);
+        }
+    }
+    else
+        for (int i = threadIdx.x; i < cols; i += blockDim.x)
+            dr[i] = LOG ? gr[i] - expf(yr[i]) * acc : yr[i] * (gr[i] - acc);
+}
+
+extern "C" __global__ void softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<false>(y, g, dx, cols, vec); }
+extern "C" __global__ void log_softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<true>(y, g, dx, cols, vec); }
