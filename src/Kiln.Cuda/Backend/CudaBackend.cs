@@ -91,10 +91,11 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (ReferenceEquals(op, OpTable.Cast)) return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = ({CudaCodegen.CType(node.DType)})x0;"], $"cast_{x[0].DType}_{node.DType}");
         if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
         if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
+        if (Model(node, x) is { } structured) return structured;
         if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
             && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64)
             return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
-        throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, fused elementwise groups, casts, sum/mean/max and matmul in float32/float64)");
+        throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, fused elementwise groups, casts, sum/mean/max, matmul, norms, softmax, cross-entropy, rope, embedding, attention and the optimizer ops)");
     }
 
     private Realised View(Node node, Realised[] x)

@@ -46,6 +46,19 @@ public sealed class CausalLM : Module
     public ModelConfig Config { get; }
     public DecoderStack Model { get; }
 
+    /// <summary>Where the weights live (and so where the model computes).</summary>
+    public Device Device => Model.EmbedTokens.Weight.Value.Device;
+
+    /// <summary>Moves every parameter to <paramref name="device"/> (copies made now); returns this model.</summary>
+    public CausalLM To(Device device)
+    {
+        var moved = NamedParameters().Select(p => p.Value).Where(p => !p.Value.Device.Equals(device)).ToArray();
+        var values = moved.Select(p => p.Value.To(device)).ToArray();
+        if (values.Length > 0) Tensor.Eval(values);
+        for (int i = 0; i < moved.Length; i++) moved[i].Value = values[i].Detach();
+        return this;
+    }
+
     /// <summary>Recompute each decoder layer during the backward pass instead of keeping its activations
     /// (memory for compute; gradients are unchanged). Affects only graphs that are differentiated.</summary>
     public bool GradientCheckpointing { get; set; }
@@ -85,11 +98,13 @@ public sealed class CausalLM : Module
         if (ids.Rank != 2) throw new ArgumentException($"CausalLM.Forward: ids must be (batch, seq), got shape [{string.Join(", ", ids.Shape)}]");
         if (ids.DType is not (DType.Int32 or DType.Int64)) throw new ArgumentException($"CausalLM.Forward: ids must be integers, got {ids.DType}");
         int b = ids.Shape[0], t = ids.Shape[1], past = cache?.Length ?? 0;
+        var device = Device;
+        ids = ids.To(device);
         if (cache is { FixedCapacity: true } && attentionMask is not null)
             throw new ArgumentException("CausalLM.Forward: a padding mask needs a growing cache (new KvCache(layers, fixedCapacity: false))");
         // With a fixed-capacity cache the position goes in as data, so decode steps share one plan.
-        positions ??= cache is { FixedCapacity: true } ? Positions.AsData(past) : new Positions(past);
-        cache?.Begin(t, b, Config.KvHeads, Config.HeadDim);
+        positions ??= cache is { FixedCapacity: true } ? Positions.AsData(past, device) : new Positions(past);
+        cache?.Begin(t, b, Config.KvHeads, Config.HeadDim, device);
         if (positions.PerRow is { } pr && pr.Length != b * t)
             throw new ArgumentException($"CausalLM.Forward: {pr.Length} positions given for ids of shape [{b}, {t}]");
         Tensor? padBias = null;
@@ -99,7 +114,7 @@ public sealed class CausalLM : Module
                 throw new ArgumentException($"CausalLM.Forward: attention mask must be ({b}, {past + t}) (cached + new tokens), got [{string.Join(", ", attentionMask.Shape)}]");
             // 0 where attended, a large finite negative where padded: a padded query row then gets a uniform
             // (finite) distribution instead of NaN, and its garbage never reaches real rows.
-            padBias = ((1 - attentionMask.Cast(DType.Float32)) * -1e30).Reshape(b, 1, 1, 1, past + t);
+            padBias = ((1 - attentionMask.To(device).Cast(DType.Float32)) * -1e30).Reshape(b, 1, 1, 1, past + t);
         }
         var ctx = new ForwardContext(_rotary, positions, cache, padBias);
         var x = Model.EmbedTokens.Forward(ids);

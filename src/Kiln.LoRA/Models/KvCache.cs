@@ -31,7 +31,7 @@ public sealed class KvCache
     public int Capacity => _keys[0]?.Shape[2] ?? 0;
 
     /// <summary>Called once per forward before the layers: makes room for <paramref name="t"/> new positions.</summary>
-    internal void Begin(int t, int batch, int kvHeads, int headDim)
+    internal void Begin(int t, int batch, int kvHeads, int headDim, Device device)
     {
         _pendingT = t;
         if (!FixedCapacity) return;
@@ -42,15 +42,15 @@ public sealed class KvCache
             while (cap < need) cap *= 2;
             for (int l = 0; l < _keys.Length; l++)
             {
-                _keys[l] = Grow(_keys[l], batch, kvHeads, cap, headDim);
-                _values[l] = Grow(_values[l], batch, kvHeads, cap, headDim);
+                _keys[l] = Grow(_keys[l], batch, kvHeads, cap, headDim, device);
+                _values[l] = Grow(_values[l], batch, kvHeads, cap, headDim, device);
             }
         }
-        _writeAt = Tensor.FromArray(Enumerable.Range(Length, t).Select(i => (long)i).ToArray(), [t]);
-        _valid = Tensor.FromArray(new[] { Length + t }, []);
+        _writeAt = Tensor.FromArray(Enumerable.Range(Length, t).Select(i => (long)i).ToArray(), [t], device);
+        _valid = Tensor.FromArray(new[] { Length + t }, [], device);
     }
 
-    private static Tensor Grow(Tensor? old, int b, int h, int cap, int d)
+    private static Tensor Grow(Tensor? old, int b, int h, int cap, int d, Device device)
     {
         var fresh = new float[(long)b * h * cap * d];
         if (old is not null)
@@ -59,7 +59,7 @@ public sealed class KvCache
             int oldCap = old.Shape[2];
             for (int i = 0; i < b * h; i++) Array.Copy(o, (long)i * oldCap * d, fresh, (long)i * cap * d, (long)oldCap * d);
         }
-        return Tensor.FromArray(fresh, [b, h, cap, d]);
+        return Tensor.FromArray(fresh, [b, h, cap, d], device);
     }
 
     /// <summary>The layer's keys and values including the new ones, and the valid count (null: all are valid).</summary>

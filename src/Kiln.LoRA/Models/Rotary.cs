@@ -47,13 +47,13 @@ internal sealed class Rotary
     {
         if (!_scaled && positions.PerRow is null)
             return positions.OffsetData is { } o ? x.Rope(o, _theta) : x.Rope(_theta, interleaved: false, offset: positions.Offset);
-        var (cos, sin) = positions.Tables ??= Tables(positions, x.Shape[0], x.Shape[2]);
+        var (cos, sin) = positions.Tables ??= Tables(positions, x.Shape[0], x.Shape[2], x.Device);
         int half = x.Shape[^1] / 2;
         var rotated = Ops.Concat([-x.Slice(-1, half), x.Slice(-1, 0, half)], axis: -1);
         return x * cos + rotated * sin;
     }
 
-    private (Tensor Cos, Tensor Sin) Tables(Positions p, int batch, int t)
+    private (Tensor Cos, Tensor Sin) Tables(Positions p, int batch, int t, Device device)
     {
         int half = _invFreq.Length, hd = 2 * half;
         int rows = p.PerRow is null ? 1 : batch;
@@ -71,7 +71,7 @@ internal sealed class Rotary
                     sin[o] = sin[o + half] = (float)Math.Sin(a);
                 }
             }
-        return (Tensor.FromArray(cos, [rows, 1, t, hd]), Tensor.FromArray(sin, [rows, 1, t, hd]));
+        return (Tensor.FromArray(cos, [rows, 1, t, hd], device), Tensor.FromArray(sin, [rows, 1, t, hd], device));
     }
 }
 
@@ -87,7 +87,7 @@ public sealed class Positions
 
     /// <summary>Positions offset.. for every row, with the offset passed to the kernels as data (not as a
     /// graph constant), so consecutive decode steps run the same graph.</summary>
-    public static Positions AsData(int offset) => new(offset) { OffsetData = Tensor.FromArray(new[] { offset }, []) };
+    public static Positions AsData(int offset, Device? device = null) => new(offset) { OffsetData = Tensor.FromArray(new[] { offset }, [], device ?? Device.Cpu) };
 
     public int Offset { get; }
     public int[]? PerRow { get; }

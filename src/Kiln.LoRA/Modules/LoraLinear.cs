@@ -31,8 +31,9 @@ public sealed class LoraLinear : Linear
         Options = options;
         int inF = baseLayer.InFeatures, outF = baseLayer.OutFeatures;
         double bound = 1 / Math.Sqrt(inF);   // kaiming_uniform_(a=√5) on (r, in) gives U(-1/√in, 1/√in)
-        _a = Register("lora_A", new Holder(Tensor.RandomUniform([options.Rank, inF], seed, -bound, bound).Eval()));
-        _b = Register("lora_B", new Holder(Tensor.FromArray(new float[outF * options.Rank], [outF, options.Rank])));   // dense zeros (a fill would be a broadcast view)
+        var device = baseLayer.Weight.Value.Device;
+        _a = Register("lora_A", new Holder(Tensor.RandomUniform([options.Rank, inF], seed, -bound, bound, device: device).Eval()));
+        _b = Register("lora_B", new Holder(Tensor.FromArray(new float[outF * options.Rank], [outF, options.Rank], device)));   // dense zeros (a fill would be a broadcast view)
         DropoutSeed = seed;
     }
 
@@ -78,7 +79,7 @@ public sealed class LoraLinear : Linear
         var rng = new SplitMix64(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
         float keep = (float)(1 / (1 - p));
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() >= p ? keep : 0f;
-        return x * Tensor.FromArray(mask, [.. x.Shape]);
+        return x * Tensor.FromArray(mask, [.. x.Shape], x.Device);
     }
 
     /// <summary>A sub-module holding one "weight", so names come out as lora_A.weight like PEFT's.</summary>

@@ -20,8 +20,9 @@ public sealed class AdamW
         _o = options ?? new AdamWOptions();
         // Dense zero arrays, not Zeros(): a realised fill is a broadcast view, whose layout would give the
         // second step a different plan key than the first.
-        M = parameters.Select(p => Tensor.FromArray(new float[p.Numel], [.. p.Shape])).ToArray();
-        V = parameters.Select(p => Tensor.FromArray(new float[p.Numel], [.. p.Shape])).ToArray();
+        M = parameters.Select(p => Tensor.FromArray(new float[p.Numel], [.. p.Shape], p.Device)).ToArray();
+        V = parameters.Select(p => Tensor.FromArray(new float[p.Numel], [.. p.Shape], p.Device)).ToArray();
+        _device = parameters.Count > 0 ? parameters[0].Device : Device.Cpu;
     }
 
     /// <summary>First and second moments, one per parameter (realised leaves between steps).</summary>
@@ -57,7 +58,9 @@ public sealed class AdamW
         (Step, M, V) = (step, m, v);
     }
 
-    private static Tensor Scalar(double v) => Tensor.FromArray([(float)v], []);
+    private readonly Device _device;
+
+    private Tensor Scalar(double v) => Tensor.FromArray([(float)v], [], _device);
 
     /// <summary>The lazily built result of one update; <see cref="Commit"/> after evaluating <see cref="Outputs"/>.</summary>
     public sealed class PendingUpdate(AdamW owner, Tensor[] parameters, Tensor[] m, Tensor[] v)

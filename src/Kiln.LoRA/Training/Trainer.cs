@@ -116,17 +116,17 @@ public sealed class Trainer
             b.Validate(_model.Config.VocabSize);
             int n = b.TrainedTokens;
             if (n == 0) continue;
-            var smoothingOff = Ops.CrossEntropy(Logits(b), Tensor.FromArray(b.Labels, [b.Labels.Length]), IgnoreIndex);
+            var smoothingOff = Ops.CrossEntropy(Logits(b), Tensor.FromArray(b.Labels, [b.Labels.Length], _model.Device), IgnoreIndex);
             sum += smoothingOff.Item<float>() * n; count += n;
         }
         return count == 0 ? double.NaN : sum / count;
     }
 
     private Tensor Loss(TokenBatch b) =>
-        Ops.CrossEntropy(Logits(b), Tensor.FromArray(b.Labels, [b.Labels.Length]), IgnoreIndex, _o.LabelSmoothing);
+        Ops.CrossEntropy(Logits(b), Tensor.FromArray(b.Labels, [b.Labels.Length], _model.Device), IgnoreIndex, _o.LabelSmoothing);
 
     private Tensor Logits(TokenBatch b) =>
-        _model.Forward(Tensor.FromArray(b.Inputs, [b.BatchSize, b.SeqLen])).Reshape(-1, _model.Config.VocabSize);
+        _model.Forward(Tensor.FromArray(b.Inputs, [b.BatchSize, b.SeqLen], _model.Device)).Reshape(-1, _model.Config.VocabSize);
 
     private void SetDropoutSalt(long salt)
     {

@@ -1,0 +1,183 @@
+// The engine's structured ops on the GPU through the hand-written kernels (CudaKernels): norms and their packed
+// backward, softmax/log-softmax, cross-entropy, RoPE, embedding gather, attention and its packed backward,
+// the multi-tensor AdamW update and the global sum of squares. fp32; inputs are made dense first.
+using Kiln.Graph;
+using Kiln.Runtime;
+
+namespace Kiln.Cuda.Backend;
+
+internal sealed partial class CudaBackend
+{
+    private CudaKernels? _kernelsField;
+    private CudaKernels Kern => _kernelsField ??= new CudaKernels(_context, _compiler);
+    private CudaStream S => _current ?? GraphStream;   // a blocking stream: ordered with the legacy default stream too
+    private readonly Dictionary<string, AdamWBatch> _adamBatches = [];
+
+    private Realised DenseF32(Realised v, string op)
+    {
+        if (v.DType != DType.Float32) throw new NotSupportedException($"{op} on {_device}: dtype {v.DType.ShortName()} (float32 only on CUDA so far)");
+        return v.IsContiguous ? v : Copy(v);
+    }
+
+    private static DevicePtr P(Realised r) => new(Ptr(r) + (ulong)(r.Offset * r.DType.SizeInBytes()));
+
+    /// <summary>The structured op's result, or null when <paramref name="node"/> is not one handled here.</summary>
+    private Realised? Model(Node node, Realised[] x)
+    {
+        var op = node.Op; string name = op.Name;
+        if (ReferenceEquals(op, OpTable.RmsNorm) || ReferenceEquals(op, OpTable.LayerNorm))
+        {
+            var xs = DenseF32(x[0], name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(DType.Float32, node.Shape);
+            float eps = (float)((NormAttrs)node.Attrs!).Eps;
+            if (x.Length == 2) Kern.RmsNorm(P(xs), P(DenseF32(x[1], name)), P(o), rows, cols, eps, DType.Float32, S);
+            else Kern.LayerNorm(P(xs), P(DenseF32(x[1], name)), P(DenseF32(x[2], name)), P(o), rows, cols, eps, DType.Float32, S);
+            return o;
+        }
+        if (ReferenceEquals(op, OpTable.RmsNormGrad) || ReferenceEquals(op, OpTable.LayerNormGrad))
+        {
+            var xs = DenseF32(x[0], name); var w = DenseF32(x[1], name); var g = DenseF32(x[2], name);
+            int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(DType.Float32, node.Shape);   // packed [dx | dw (| db)]
+            float eps = (float)((NormAttrs)node.Attrs!).Eps;
+            var dx = P(o); var dw = dx.Offset(xs.Numel * 4);
+            if (ReferenceEquals(op, OpTable.RmsNormGrad)) Kern.RmsNormBackward(P(xs), P(w), P(g), dx, dw, rows, cols, eps, S);
+            else Kern.LayerNormBackward(P(xs), P(w), P(g), dx, dw, dw.Offset(cols * 4L), rows, cols, eps, S);
+            return o;
+        }
+        if (ReferenceEquals(op, OpTable.Softmax) || ReferenceEquals(op, OpTable.LogSoftmax))
+        {
+            if (((IntAttrs)node.Attrs!).Value != node.Shape.Length - 1) throw new NotSupportedException($"{name} on {_device}: only over the last axis");
+            var xs = DenseF32(x[0], name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(DType.Float32, node.Shape);
+            if (ReferenceEquals(op, OpTable.Softmax)) Kern.Softmax(P(xs), P(o), rows, cols, DType.Float32, S);
+            else Kern.LogSoftmax(P(xs), P(o), rows, cols, DType.Float32, S);
+            return o;
+        }
+        if (ReferenceEquals(op, OpTable.CrossEntropy) || ReferenceEquals(op, OpTable.CrossEntropyGrad))
+        {
+            var a = (CrossEntropyAttrs)node.Attrs!;
+            var logits = DenseF32(x[0], name); var t = x[1].IsContiguous ? x[1] : Copy(x[1]);
+            if (t.DType is not (DType.Int32 or DType.Int64)) throw new NotSupportedException($"{name} on {_device}: targets must be int32/int64");
+            int classes = logits.Shape[^1]; long rows = logits.Shape[0];
+            if (ReferenceEquals(op, OpTable.CrossEntropy))
+            {
+                var rowLoss = Allocate(DType.Float32, [(int)rows]);
+                var o = Allocate(DType.Float32, []);
+                Kern.CrossEntropy(P(logits), P(t), t.DType, P(rowLoss), P(o), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S);
+                Evaluator.Release(rowLoss);
+                return o;
+            }
+            var d = Allocate(DType.Float32, node.Shape);
+            Kern.CrossEntropyBackward(P(logits), P(t), t.DType, P(DenseF32(x[2], name)), P(d), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S);
+            return d;
+        }
+        if (ReferenceEquals(op, OpTable.Rope) && x.Length == 1)
+        {
+            var a = (RopeAttrs)node.Attrs!;
+            var xs = DenseF32(x[0], name); int hd = xs.Shape[^1], seq = xs.Shape[^2];
+            var o = Allocate(DType.Float32, node.Shape);
+            Kern.Rope(P(xs), P(o), xs.Numel / Math.Max(hd, 1), seq, hd, a.Theta, a.Offset, a.Interleaved, a.Inverse, DType.Float32, S);
+            return o;
+        }
+        if (ReferenceEquals(op, OpTable.IndexSelect) && ((IntAttrs)node.Attrs!).Value == 0 && x[0].Shape.Length == 2)
+        {
+            var table = DenseF32(x[0], name); var ids = x[1].IsContiguous ? x[1] : Copy(x[1]);
+            var o = Allocate(DType.Float32, node.Shape);
+            Kern.EmbeddingGather(P(table), P(ids), ids.DType, P(o), ids.Numel, table.Shape[1], table.Shape[0], DType.Float32, S);
+            return o;
+        }
+        if (ReferenceEquals(op, OpTable.Attention) && x.Length == 3) return Attention(node, x, backward: false);
+        if (ReferenceEquals(op, OpTable.AttentionGrad) && x.Length == 5) return Attention(node, x, backward: true);
+        if (ReferenceEquals(op, OpTable.SumOfSquares)) return SumOfSquares(node, x);
+        if (ReferenceEquals(op, OpTable.AdamWUpdate)) return AdamW(node, x);
+        return null;
+    }
+
+    /// <summary>q (B, H, T, D) or (B, kv, group, T, D) with k, v (B, kv, 1, S, D): the kernel's [batch, heads] layout.</summary>
+    private Realised Attention(Node node, Realised[] x, bool backward)
+    {
+        var a = (AttentionAttrs)node.Attrs!;
+        Realised q = DenseF32(x[0], "attention"), k = DenseF32(x[1], "attention"), v = DenseF32(x[2], "attention");
+        int r = q.Shape.Length, t = q.Shape[^2], d = q.Shape[^1], s = k.Shape[^2];
+        int batch, hq, hkv;
+        if (r == 5 && k.Shape.Length == 5 && k.Shape[2] == 1 && q.Shape[0] == k.Shape[0] && q.Shape[1] == k.Shape[1])
+            (batch, hq, hkv) = (q.Shape[0], q.Shape[1] * q.Shape[2], k.Shape[1]);
+        else if (Shapes.Equal(q.Shape.AsSpan(0, r - 2), k.Shape.AsSpan(0, k.Shape.Length - 2)))
+            (batch, hq, hkv) = ((int)Shapes.Numel(q.Shape.AsSpan(0, r - 2)), 1, 1);
+        else throw new NotSupportedException($"attention on {_device}: batch layout q {Shapes.Format(q.Shape)} k {Shapes.Format(k.Shape)}");
+        if (v.Shape[^1] != d) throw new NotSupportedException($"attention on {_device}: value head dim {v.Shape[^1]} differs from {d}");
+        var lse = Allocate(DType.Float32, [batch * hq * t]);
+        if (!backward)
+        {
+            var o = Allocate(DType.Float32, node.Shape);
+            Kern.AttentionForward(P(q), P(k), P(v), P(o), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
+            Evaluator.Release(lse);
+            return o;
+        }
+        // The packed gradient [dq | dk | dv]; the row log-sum-exp comes from re-running the forward.
+        var o2 = Allocate(DType.Float32, [(int)q.Numel]);
+        Kern.AttentionForward(P(q), P(k), P(v), P(o2), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
+        var packed = Allocate(DType.Float32, node.Shape);
+        var dq = P(packed); var dk = dq.Offset(q.Numel * 4); var dv = dk.Offset(k.Numel * 4);
+        Kern.AttentionBackward(P(q), P(k), P(v), P(DenseF32(x[3], "attention_grad")), P(lse), P(DenseF32(x[4], "attention_grad")), dq, dk, dv,
+            batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
+        Evaluator.Release(lse); Evaluator.Release(o2);
+        return packed;
+    }
+
+    private Realised SumOfSquares(Node node, Realised[] x)
+    {
+        var kernel = Kernel("sum_of_squares_f32", name => $$"""
+            extern "C" __global__ void {{name}}(double* acc, const float* x, long long n)
+            {
+                double s = 0;
+                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) s += (double)x[i] * x[i];
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+                if ((threadIdx.x & 31) == 0) atomicAdd(acc, s);
+            }
+            extern "C" __global__ void {{name}}_out(float* out, const double* acc) { out[0] = (float)acc[0]; }
+            """);
+        var acc = Allocate(DType.Float64, []);
+        Kern.Fill(new DevicePtr(Ptr(acc)), 2, 0f, S);   // 8 bytes of zeros
+        foreach (var v in x)
+        {
+            var d = DenseF32(v, "sum_of_squares");
+            if (d.Numel > 0) kernel.Launch((int)Math.Min((d.Numel + Threads - 1) / Threads, 1024), Threads, 0, S, KernelArg.Pointer(Ptr(acc)), P(d), d.Numel);
+        }
+        var o = Allocate(DType.Float32, []);
+        kernel.Module.GetKernel(kernel.Name + "_out").Launch(1, 1, 0, S, P(o), KernelArg.Pointer(Ptr(acc)));
+        Evaluator.Release(acc);
+        return o;
+    }
+
+    private Realised AdamW(Node node, Realised[] x)
+    {
+        var a = (AdamWAttrs)node.Attrs!;
+        var packed = Allocate(DType.Float32, node.Shape);
+        var tensors = new List<AdamWTensor>();
+        long at = 0;
+        for (int i = 4; i < x.Length; i += 4)
+        {
+            Realised p = DenseF32(x[i], "adamw_update"), g = DenseF32(x[i + 1], "adamw_update"), m = DenseF32(x[i + 2], "adamw_update"), v = DenseF32(x[i + 3], "adamw_update");
+            long n = p.Numel;
+            var p2 = P(packed).Offset(at * 4); var m2 = p2.Offset(n * 4); var v2 = m2.Offset(n * 4);
+            CopyBytes(P(p), p2, n * 4); CopyBytes(P(m), m2, n * 4); CopyBytes(P(v), v2, n * 4);   // the kernel updates in place
+            tensors.Add(new AdamWTensor(p2, P(g), m2, v2, n));
+            at += 3 * n;
+        }
+        // The descriptor table depends only on the pointers: stable under a captured graph, so built once there.
+        string key = string.Join(",", tensors.Select(t => $"{t.P.Value}:{t.G.Value}:{t.M.Value}:{t.V.Value}:{t.Numel}"));
+        if (!_adamBatches.TryGetValue(key, out var batch)) _adamBatches[key] = batch = Kern.CreateAdamWBatch(tensors);
+        var scalars = Allocate(DType.Float32, [4]);   // stepSize, denomScale, decay, gradScale: device values, so replays see new ones
+        for (int k = 0; k < 4; k++) CopyBytes(P(DenseF32(x[k], "adamw_update")), P(scalars).Offset(4 * k), 4);
+        Kern.AdamW(batch, 0, 0, 0, 0, (float)a.Beta1, (float)a.Beta2, (float)a.Eps, S, P(scalars));
+        Evaluator.Release(scalars);
+        return packed;
+    }
+
+    private void CopyBytes(DevicePtr from, DevicePtr to, long bytes)
+    {
+        if (bytes > 0) Cu.Check(Native.CuNative.cuMemcpyDtoDAsync_v2(to.Value, from.Value, (nuint)bytes, S.Handle), "cuMemcpyDtoDAsync_v2");
+    }
+}
