@@ -92,6 +92,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
         if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
         if (Model(node, x) is { } structured) return structured;
+        if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
         if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
             && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64)
             return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
@@ -230,19 +231,64 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     // ---------------- matmul ----------------
 
-    private Realised MatMul(Node node, Realised a, Realised b)
+    /// <summary>The optimizer's matmul-based fused ops: a GEMM (cuBLASLt) then one generated elementwise kernel.</summary>
+    private Realised? FusedMatMul(Node node, Realised[] x)
+    {
+        var op = node.Op;
+        string t = CudaCodegen.CType(node.DType);
+        if (ReferenceEquals(op, OpTable.MatMulEpilogue))
+        {
+            var y = MatMul(node, x[0], x[1]);
+            string? act = ((EpilogueAttrs)node.Attrs!).Activation;
+            if (x.Length == 2 && act is null) return y;
+            var steps = new List<string> { x.Length > 2 ? $"{t} t0 = x0 + x1;" : $"{t} t0 = x0;" };
+            if (act is not null)
+            {
+                var actOp = Kiln.Passes.EpilogueFusion.Activations.First(o => o.Name == act);
+                steps.Add($"{t} t1 = {CudaCodegen.Expression(actOp, "t0", null, node.DType)};");
+            }
+            var r = Run(node.Shape, node.DType, x.Length > 2 ? [y, x[2]] : [y], steps, $"epilogue_{act}_{x.Length}_{node.DType}");
+            Evaluator.Release(y);
+            return r;
+        }
+        if (ReferenceEquals(op, OpTable.SwiGlu))
+        {
+            var gate = MatMul(node, x[0], x[1]); var up = MatMul(node, x[0], x[2]);
+            var r = Run(node.Shape, node.DType, [gate, up], [$"{t} t0 = {CudaCodegen.Expression(OpTable.Silu, "x0", null, node.DType)} * x1;"], $"swiglu_{node.DType}");
+            Evaluator.Release(gate); Evaluator.Release(up);
+            return r;
+        }
+        if (ReferenceEquals(op, OpTable.LoraLinear))
+        {
+            // y = x·W + s·(x·A)·B (+ bias)
+            double scale = ((ScalarAttrs)node.Attrs!).Value;
+            var baseY = MatMul(node, x[0], x[1]);
+            int[] xaShape = [.. node.Shape[..^1], x[2].Shape[1]];
+            var xa = MatMulTo(xaShape, x[0], x[2]);
+            var lora = MatMul(node, xa, x[3]);
+            var ins = x.Length > 4 ? new[] { baseY, lora, x[4] } : new[] { baseY, lora };
+            string sc = CudaCodegen.Literal(scale, node.DType);
+            var r = Run(node.Shape, node.DType, ins, [$"{t} t0 = x0 + ({t})({sc}) * x1{(x.Length > 4 ? " + x2" : "")};"], $"lora_{x.Length}_{node.DType}_{scale:R}");
+            Evaluator.Release(baseY); Evaluator.Release(xa); Evaluator.Release(lora);
+            return r;
+        }
+        return null;
+    }
+
+    private Realised MatMul(Node node, Realised a, Realised b) => MatMulTo(node.Shape, a, b);
+
+    private Realised MatMulTo(int[] outShape, Realised a, Realised b)
     {
         if (a.DType is not (DType.Float32 or DType.Float64) || a.DType != b.DType)
             throw new NotSupportedException($"matmul on {_device}: dtype {a.DType.ShortName()} x {b.DType.ShortName()}");
         if (a.Shape.Length < 2 || b.Shape.Length < 2) throw new NotSupportedException($"matmul on {_device}: vector operands are not supported yet (shapes {Shapes.Format(a.Shape)} x {Shapes.Format(b.Shape)})");
         int m = a.Shape[^2], k = a.Shape[^1], n = b.Shape[^1];
-        int[] outShape = node.Shape;
         int batchRank = outShape.Length - 2;
         long batches = Shapes.Numel(outShape.AsSpan(0, batchRank));
         // Dense operands broadcast to the output's batch shape (a copy kernel makes them contiguous).
         var ad = Dense(a, [.. outShape[..batchRank], m, k]);
         var bd = Dense(b, [.. outShape[..batchRank], k, n]);
-        var o = Allocate(node.DType, outShape);
+        var o = Allocate(a.DType, outShape);
         int size = a.DType.SizeInBytes();
         if (a.DType == DType.Float32)
         {

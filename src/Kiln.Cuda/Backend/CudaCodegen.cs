@@ -22,17 +22,20 @@ internal static class CudaCodegen
         _ => throw new NotSupportedException($"CUDA backend: dtype {t.ShortName()} is not supported yet (float32, float64, int32, int64, bool)"),
     };
 
+    /// <summary>A C literal of <paramref name="v"/> in the dtype's precision (always with a decimal point or exponent).</summary>
+    public static string Literal(double v, DType t)
+    {
+        string s = v.ToString("R", CultureInfo.InvariantCulture);
+        if (!s.Contains('.') && !s.Contains('E') && !s.Contains('e')) s += ".0";   // "1f" would be a user-defined literal
+        return t == DType.Float32 ? s + "f" : s;
+    }
+
     /// <summary>The C expression of one step, or null when the op has no CUDA form here.</summary>
     public static string? Expression(OpDef op, string a, string? b, DType t)
     {
         bool f = t == DType.Float32;
         string F(string name) => f ? name + "f" : name;
-        string L(double v)
-        {
-            string s = v.ToString("R", CultureInfo.InvariantCulture);
-            if (!s.Contains('.') && !s.Contains('E') && !s.Contains('e')) s += ".0";   // "1f" would be a user-defined literal
-            return f ? s + "f" : s;
-        }
+        string L(double v) => Literal(v, t);
         if (ReferenceEquals(op, OpTable.Neg)) return $"(-{a})";
         if (ReferenceEquals(op, OpTable.Abs)) return $"{F("fabs")}({a})";
         if (ReferenceEquals(op, OpTable.Exp)) return $"{F("exp")}({a})";
