@@ -37,6 +37,7 @@ public class LoraOnGpuTests
         var lg = gpu.Forward(Tensor.FromArray(ids, [1, ids.Length])).ToArray<float>();
         Assert.Equal(lc.Length, lg.Length);
         for (int i = 0; i < lc.Length; i++) Assert.True(Math.Abs(lc[i] - lg[i]) < 1e-3, $"logit {i}: cpu {lc[i]} gpu {lg[i]}");
+        Console.WriteLine("[lora-gpu] forward logits match");
 
         Lora.Apply(cpu, new LoraConfig { Rank = 8, Alpha = 16, TargetModules = LoraConfig.AllLinear }, seed: 1);
         Lora.Apply(gpu, new LoraConfig { Rank = 8, Alpha = 16, TargetModules = LoraConfig.AllLinear }, seed: 1);
@@ -51,6 +52,7 @@ public class LoraOnGpuTests
             var sw = Stopwatch.StartNew();
             var rg = tg.Feed(batch, 1e-3)!;
             times.Add(sw.Elapsed.TotalMicroseconds);
+            Console.WriteLine($"[lora-gpu] step {step}: cpu {rc.Loss:F5} gpu {rg.Loss:F5}, {sw.Elapsed.TotalMicroseconds:F0} µs");
             Assert.True(Math.Abs(rc.Loss - rg.Loss) < 2e-3, $"step {step}: cpu loss {rc.Loss} gpu loss {rg.Loss}");
             Assert.True(Math.Abs(rc.GradNorm - rg.GradNorm) < 2e-3 * (1 + rc.GradNorm), $"step {step}: cpu norm {rc.GradNorm} gpu {rg.GradNorm}");
         }

@@ -82,7 +82,29 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     // ---------------- dispatch ----------------
 
+    /// <summary>KILN_CUDA_TRACE=1: print each op and synchronize after it (finds the kernel that faults or hangs).</summary>
+    private static readonly bool Trace = Environment.GetEnvironmentVariable("KILN_CUDA_TRACE") == "1";
+
+    private readonly Lock _executeGate = new();
+
     public Realised Execute(Node node, Realised[] x)
+    {
+        // One GPU stream: host threads gain nothing by dispatching at once, and the launch path (lazy NVRTC
+        // compiles, metadata cache, cuBLASLt) is not built for it (concurrent dispatch hung on the H100).
+        lock (_executeGate) return ExecuteTraced(node, x);
+    }
+
+    private Realised ExecuteTraced(Node node, Realised[] x)
+    {
+        if (!Trace) return ExecuteCore(node, x);
+        Console.Error.WriteLine($"[kiln cuda] {node.Op.Name} {Shapes.Format(node.Shape)} <- {string.Join(" ", x.Select(i => Shapes.Format(i.Shape)))}");
+        var r = ExecuteCore(node, x);
+        if (_current is null) _context.Synchronize();
+        Console.Error.WriteLine($"[kiln cuda]   done {node.Op.Name}");
+        return r;
+    }
+
+    private Realised ExecuteCore(Node node, Realised[] x)
     {
         _context.MakeCurrent();
         var op = node.Op;

@@ -85,7 +85,8 @@ internal static class Evaluator
             if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);   // optimized to an input
         var vals = new Realised?[plan.Nodes.Length];
         var remaining = (int[])plan.Consumers.Clone();
-        bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1;
+        // Levels run their nodes in parallel on the CPU only: an accelerator's backend queues work on one stream.
+        bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1 && plan.Nodes.All(n => n.Device.Kind == DeviceKind.Cpu);
         foreach (var level in plan.Levels)
         {
             if (parallel && level.Length > 1)
