@@ -34,7 +34,7 @@ internal static class TrainCommand
         var valEvery = new Option<int>("--val-every") { Description = "validation loss every N steps", DefaultValueFactory = _ => 0 };
         var saveEvery = new Option<int>("--save-every") { Description = "checkpoint every N steps", DefaultValueFactory = _ => 0 };
         var resume = new Option<string?>("--resume") { Description = "checkpoint folder to continue from, or 'latest'" };
-        var device = new Option<string>("--device") { Description = "cpu (CUDA arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, or cuda[:N] (an NVIDIA GPU through the CUDA backend)", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<ulong>("--seed") { Description = "seed for LoRA init, shuffling and dropout", DefaultValueFactory = _ => 0 };
         var buckets = new Option<bool>("--buckets") { Description = "length buckets instead of packing" };
         var checkpointing = new Option<bool>("--grad-checkpoint") { Description = "recompute layers in the backward pass to save activation memory" };
@@ -48,7 +48,7 @@ internal static class TrainCommand
         };
         cmd.SetAction(r => CliErrors.Run(r.GetValue(verbose), () =>
         {
-            CheckDevice(r.GetValue(device)!);
+            var dev = ResolveDevice(r.GetValue(device)!);
             var options = new TrainingRunOptions
             {
                 DataPath = r.GetValue(data)!, OutputDir = r.GetValue(output)!, ValidationDataPath = r.GetValue(valData),
@@ -59,26 +59,29 @@ internal static class TrainCommand
                 Resume = r.GetValue(resume), Seed = r.GetValue(seed), Batching = r.GetValue(buckets) ? BatchMode.LengthBuckets : BatchMode.Packing,
                 GradientCheckpointing = r.GetValue(checkpointing),
             };
-            return Run(r.GetValue(model)!, r.GetValue(tokenizer), options, r.GetValue(sample), r.GetValue(sampleTokens));
+            return Run(r.GetValue(model)!, r.GetValue(tokenizer), options, r.GetValue(sample), r.GetValue(sampleTokens), dev);
         }));
         return cmd;
     }
 
-    internal static void CheckDevice(string device)
+    /// <summary>cpu or cuda[:N]; CUDA registers the backend and fails here, naming why, when it cannot run.</summary>
+    internal static Device ResolveDevice(string device)
     {
-        if (!string.Equals(device, "cpu", StringComparison.OrdinalIgnoreCase))
-            throw new ArgumentException($"--device {device}: this build has only the CPU backend (CUDA support is issue 5); use --device cpu");
+        if (device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase)) Kiln.Cuda.KilnCuda.Register();
+        try { return Device.Parse(device); }
+        catch (NotSupportedException e) { throw new ArgumentException($"--device {device}: {e.Message}", e); }
     }
 
-    private static int Run(string modelPath, string? tokenizerPath, TrainingRunOptions o, string? samplePrompt, int sampleTokens)
+    private static int Run(string modelPath, string? tokenizerPath, TrainingRunOptions o, string? samplePrompt, int sampleTokens, Device device)
     {
         var loaded = Pretrained.Load(modelPath, tokenizerPath);
         var tok = loaded.RequireTokenizer();
         var c = loaded.Model.Config;
         AnsiConsole.MarkupLine($"[bold]kiln train[/]: {Markup.Escape(modelPath)} ({c.ModelType}, {c.Layers} layers, hidden {c.HiddenSize}, vocab {c.VocabSize}) on {Markup.Escape(o.DataPath)}");
-        AnsiConsole.MarkupLine($"LoRA r={o.Lora.Rank} alpha={o.Lora.Alpha} targets={string.Join(",", o.Lora.TargetModules)}; lr {o.LearningRate} {o.Schedule}, batch {o.BatchSize}×{o.MaxSeq}, device cpu, {Settings.Threads} threads");
+        AnsiConsole.MarkupLine($"LoRA r={o.Lora.Rank} alpha={o.Lora.Alpha} targets={string.Join(",", o.Lora.TargetModules)}; lr {o.LearningRate} {o.Schedule}, batch {o.BatchSize}×{o.MaxSeq}, device {device}{(device.Kind == DeviceKind.Cpu ? $", {Settings.Threads} threads" : "")}");
 
-        string? baseSample = samplePrompt is null ? null : Sample(loaded, samplePrompt, sampleTokens);
+        string? baseSample = samplePrompt is null ? null : Sample(loaded, samplePrompt, sampleTokens);   // on the CPU, before moving
+        if (device.Kind != DeviceKind.Cpu) loaded.Model.To(device);
         var run = new TrainingRun(loaded.Model, tok, o, Path.GetFullPath(modelPath));
         TrainingSummary summary;
         if (AnsiConsole.Profile.Capabilities.Interactive)
@@ -111,6 +114,7 @@ internal static class TrainCommand
         AnsiConsole.MarkupLine($"{summary.TokensPerSecond:F0} trained tokens/s; adapter → [green]{Markup.Escape(summary.AdapterDir)}[/], loss curve → [green]{Markup.Escape(summary.LossCurvePath)}[/]");
         if (samplePrompt is not null)
         {
+            loaded.Model.To(Device.Cpu);   // generation runs on the CPU (its KV-cache ops have no CUDA kernels yet)
             AnsiConsole.MarkupLine("\n[bold]without the adapter[/] (greedy):");
             Console.WriteLine(samplePrompt + baseSample);
             AnsiConsole.MarkupLine("[bold]with the adapter[/] (greedy):");

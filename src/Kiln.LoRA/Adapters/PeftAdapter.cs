@@ -98,7 +98,9 @@ public static class PeftAdapter
             var l = existing[path];
             if (!a.Shape.SequenceEqual(l.A.Shape) || !b.Shape.SequenceEqual(l.B.Shape))
                 throw new InvalidDataException($"{adapter.Source}: incompatible adapter: layer '{path}' has A [{string.Join(", ", a.Shape)}] and B [{string.Join(", ", b.Shape)}], the model needs A [{string.Join(", ", l.A.Shape)}] and B [{string.Join(", ", l.B.Shape)}]");
-            l.A.Value = a; l.B.Value = b;
+            var dev = l.Weight.Value.Device;   // adapter files load on the CPU; the layer may live on a GPU
+            l.A.Value = dev.Kind == DeviceKind.Cpu ? a : a.To(dev).Detach();
+            l.B.Value = dev.Kind == DeviceKind.Cpu ? b : b.To(dev).Detach();
         }
     }
 

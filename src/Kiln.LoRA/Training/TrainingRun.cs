@@ -192,8 +192,9 @@ public sealed class TrainingRun
         long step = s["step"]!.GetValue<long>();
         using var opt = SafetensorsFile.Open(Path.Combine(dir, "optimizer.safetensors"));
         var names = _model.NamedParameters().Where(p => p.Value.Trainable).Select(p => p.Key).ToArray();
-        var m = names.Select(n => opt.Load($"{n}.exp_avg", DType.Float32)).ToArray();
-        var v = names.Select(n => opt.Load($"{n}.exp_avg_sq", DType.Float32)).ToArray();
+        var dev = _model.Device;
+        var m = names.Select(n => opt.Load($"{n}.exp_avg", DType.Float32).To(dev).Detach()).ToArray();
+        var v = names.Select(n => opt.Load($"{n}.exp_avg_sq", DType.Float32).To(dev).Detach()).ToArray();
         t.Optimizer.Restore(step, m, v);
         loader.Restore(new DataState(s["data_epoch"]!.GetValue<int>(), s["data_index"]!.GetValue<int>()));
         foreach (var p in s["train_loss"]!.AsArray()) train.Add(new LossPoint(p![0]!.GetValue<int>(), p[1]!.GetValue<double>()));
