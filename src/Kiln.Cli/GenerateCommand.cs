@@ -22,17 +22,17 @@ internal static class GenerateCommand
         var penalty = new Option<double>("--repetition-penalty") { Description = "1 = off", DefaultValueFactory = _ => 1 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 42 };
         var stop = new Option<string[]>("--stop") { Description = "stop strings", AllowMultipleArgumentsPerToken = true };
-        var device = new Option<string>("--device") { Description = "cpu (generation on CUDA is not supported yet)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, or cuda[:N]", DefaultValueFactory = _ => "cpu" };
         var cmd = new Command("generate", "Generate text, streaming to the terminal")
         {
             model, tokenizer, adapter, prompt, maxTokens, temperature, topP, topK, minP, penalty, seed, stop, device,
         };
         cmd.SetAction(r => CliErrors.Run(r.GetValue(verbose), () =>
         {
-            if (TrainCommand.ResolveDevice(r.GetValue(device)!).Kind != DeviceKind.Cpu)
-                throw new ArgumentException($"--device {r.GetValue(device)}: generation on CUDA is not supported yet (the KV-cache ops have no CUDA kernels); use --device cpu");
+            var dev = TrainCommand.ResolveDevice(r.GetValue(device)!);
             var loaded = Pretrained.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             if (r.GetValue(adapter) is { } a) PeftAdapter.Apply(loaded.Model, PeftAdapter.Load(a));
+            if (dev.Kind != DeviceKind.Cpu) loaded.Model.To(dev);
             var o = new SamplingOptions
             {
                 MaxTokens = r.GetValue(maxTokens), Temperature = r.GetValue(temperature), TopP = r.GetValue(topP), TopK = r.GetValue(topK),

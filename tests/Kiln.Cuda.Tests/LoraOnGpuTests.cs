@@ -60,3 +60,23 @@ public class LoraOnGpuTests
         Assert.True(backend.Captures - captures0 >= 1, "the training step should have been captured as a CUDA Graph");
     }
 }
+
+[Collection("gpu")]
+public class GenerationOnGpuTests
+{
+    [Fact]
+    public void GreedyDecodeOnTheGpuEqualsTheCpu()
+    {
+        Gpu.Context();
+        KilnCuda.Register();
+        string path = typeof(LoraOnGpuTests).GetMethod("Model", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.Invoke(null, null) as string ?? "";
+        var cpu = Pretrained.Load(path);
+        var gpu = Pretrained.Load(path);
+        gpu.Model.To(Device.Cuda(0));
+        var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 40, StopTokens = [] };
+        var a = new Kiln.LoRA.Generation.Generator(cpu.Model, cpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
+        var b = new Kiln.LoRA.Generation.Generator(gpu.Model, gpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
+        Console.WriteLine($"[gen-gpu] {gpu.RequireTokenizer().Decode([1, .. b])}");
+        Assert.Equal(a, b);
+    }
+}

@@ -115,6 +115,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
         if (Model(node, x) is { } structured) return structured;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
+        if (Decode(node, x) is { } decode) return decode;
         if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
             && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64)
             return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");

@@ -28,7 +28,7 @@ internal sealed partial class CudaBackend : IPlanRunner
 
     public Dictionary<int, Realised>? TryRun(Plan plan, Realised[] inputs)
     {
-        if (!GraphsEnabled) return null;
+        if (!GraphsEnabled || plan.Nodes.Any(ReadsHostScalar)) return null;
         var pg = _graphs.GetValue(plan, _ => new PlanGraph());
         lock (pg)
         {
@@ -55,6 +55,10 @@ internal sealed partial class CudaBackend : IPlanRunner
             finally { _current = null; _arena = null; }
         }
     }
+
+    /// <summary>Ops whose CUDA form reads a count back to the host (decode with a KV cache): not capturable.</summary>
+    private static bool ReadsHostScalar(Node n) =>
+        (ReferenceEquals(n.Op, OpTable.Attention) && n.InputArray.Length == 4) || (ReferenceEquals(n.Op, OpTable.Rope) && n.InputArray.Length == 2);
 
     private void Capture(Plan plan, Realised[] inputs, PlanGraph pg)
     {
