@@ -52,7 +52,7 @@ internal static class InfoCommand
         catch (Exception e) { rows.Add(("cuda", $"error: {e.Message.Split('\n')[0]}")); }
         rows.Add(("nvrtc", Library(Kiln.Cuda.CudaLibraryKind.Nvrtc, () => $"{Kiln.Cuda.Nvrtc.Version.Major}.{Kiln.Cuda.Nvrtc.Version.Minor}")));
         rows.Add(("cublasLt", Library(Kiln.Cuda.CudaLibraryKind.CublasLt, () => Kiln.Cuda.CublasLt.FormatVersion(Kiln.Cuda.CublasLt.Version))));
-        rows.Add(("cuda execution", "kiln train --device cuda / KILN_DEVICE=cuda (training ops; generation still CPU; see docs/gpu.md)"));
+        rows.Add(("cuda execution", "kiln train|generate --device cuda, KILN_DEVICE=cuda (see docs/gpu.md)"));
         return rows;
     }
 
