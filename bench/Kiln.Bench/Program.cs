@@ -12,7 +12,7 @@ IEnumerable<Row> Selected() => CpuRows.All().Where(r => filter is null || r.Name
 if (args.Length > 0 && args[0] == "rows")
 {
     var rows = Selected().Select(r => r.Measure()).ToList();
-    string json = JsonSerializer.Serialize(rows);
+    string json = JsonSerializer.Serialize(rows, BenchJson.Default.ListRowResult);
     string? jsonPath = args.SkipWhile(a => a != "--json").Skip(1).FirstOrDefault();
     if (jsonPath is not null) File.WriteAllText(jsonPath, json); else Console.WriteLine(json);
     return 0;
@@ -35,12 +35,36 @@ if (args.Length > 0 && args[0] == "lora")
     // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.
     string root = Path.GetFullPath(args.SkipWhile(a => a != "--root").Skip(1).FirstOrDefault() ?? ".");
     var me = LoraRows.Measure(root);
-    if (args.Contains("--child")) { Console.WriteLine(JsonSerializer.Serialize(me)); return 0; }
+    if (args.Contains("--child")) { Console.WriteLine(JsonSerializer.Serialize(me, BenchJson.Default.LoraResult)); return 0; }
     string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
     var unfused = LoraChild("KILN_DISABLE", "fusion", root);
     var single = LoraChild("KILN_THREADS", "1", root);
     Console.WriteLine(Report.LoraMarkdown(me, unfused, single, peer));
     return 0;
+}
+if (args.Length > 0 && args[0] == "cuda")
+{
+    // `cuda [--child] [--peer torch_cuda.json] [--json merged.json] [--filter name]`: the GPU table (CudaRows), with
+    // the same rows again in child processes with KILN_DISABLE=cudagraph and KILN_DISABLE=fusion.
+    try
+    {
+        var me = CudaRows.Measure(filter);
+        if (args.Contains("--child")) { Console.WriteLine(CudaChildJson(me)); return 0; }
+        string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
+        string? jsonOut = args.SkipWhile(a => a != "--json").Skip(1).FirstOrDefault();
+        var graphsOff = CudaChild("cudagraph");
+        var fusionOff = CudaChild("fusion");
+        var (md, json) = CudaRows.Report(me, graphsOff, fusionOff, peer);
+        Console.WriteLine(md);
+        if (jsonOut is not null) File.WriteAllText(jsonOut, json);
+        else { Console.WriteLine("```json"); Console.WriteLine(json); Console.WriteLine("```"); }
+        return 0;
+    }
+    catch (CudaUnavailable e)
+    {
+        Console.Error.WriteLine(e.Message);
+        return 3;
+    }
 }
 if (args.Length > 0 && args[0] == "table")
 {
@@ -67,7 +91,7 @@ List<RowResult> RunChild(string env, string value)
     using var p = Process.Start(psi)!;
     p.WaitForExit();
     if (p.ExitCode != 0) throw new InvalidOperationException($"child benchmark run ({env}={value}) failed with exit code {p.ExitCode}");
-    return JsonSerializer.Deserialize<List<RowResult>>(File.ReadAllText(tmp))!;
+    return JsonSerializer.Deserialize(File.ReadAllText(tmp), BenchJson.Default.ListRowResult)!;
 }
 
 LoraResult LoraChild(string env, string value, string root)
@@ -80,5 +104,31 @@ LoraResult LoraChild(string env, string value, string root)
     string json = p.StandardOutput.ReadToEnd();
     p.WaitForExit();
     if (p.ExitCode != 0) throw new InvalidOperationException($"child LoRA benchmark ({env}={value}) failed with exit code {p.ExitCode}");
-    return JsonSerializer.Deserialize<LoraResult>(json.Trim().Split('\n')[^1])!;
+    return JsonSerializer.Deserialize(json.Trim().Split('\n')[^1], BenchJson.Default.LoraResult)!;
+}
+
+// Child results as plain JSON nodes (no reflection: the published benchmark is trimmed).
+static string CudaChildJson(List<CudaResult> rows) => new System.Text.Json.Nodes.JsonArray(rows.Select(r => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonObject
+{
+    ["name"] = r.Name, ["shape"] = r.Shape, ["us"] = r.Us, ["unit"] = r.Unit, ["rate"] = r.Rate, ["samples"] = r.Samples,
+}).ToArray()).ToJsonString();
+
+List<CudaResult>? CudaChild(string disable)
+{
+    var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false, RedirectStandardOutput = true };
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.ArgumentList.Add(typeof(CpuRows).Assembly.Location);
+    psi.ArgumentList.Add("cuda"); psi.ArgumentList.Add("--child");
+    if (filter is not null) { psi.ArgumentList.Add("--filter"); psi.ArgumentList.Add(filter); }
+    psi.Environment["KILN_DISABLE"] = disable;
+    using var p = Process.Start(psi)!;
+    string output = p.StandardOutput.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0)
+    {
+        // A failed column is reported as missing, not fatal: the main column and the peer still print.
+        Console.Error.WriteLine($"[kiln cuda bench] child run with KILN_DISABLE={disable} failed with exit code {p.ExitCode}");
+        return null;
+    }
+    var arr = System.Text.Json.Nodes.JsonNode.Parse(output.Trim().Split('\n')[^1])!.AsArray();
+    return arr.Select(n => new CudaResult((string)n!["name"]!, (string)n["shape"]!, (double)n["us"]!, (string)n["unit"]!, (double)n["rate"]!, (int)n["samples"]!)).ToList();
 }

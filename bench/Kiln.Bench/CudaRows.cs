@@ -1,0 +1,179 @@
+// The GPU benchmark (issue 5, "Benchmarks on the H100"): each case timed as a whole Eval on cuda:0 the way a
+// user calls it (lazy graph built from device-resident inputs every iteration, Eval, then a context
+// synchronize), median of N after warm-up. The same rows run again in child processes with
+// KILN_DISABLE=cudagraph and KILN_DISABLE=fusion; bench/cuda/torch_peer.py writes the PyTorch columns.
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Kiln.Cuda;
+
+namespace Kiln.Bench;
+
+/// <summary>One measured case: median µs per Eval and its rate in <see cref="Unit"/>.</summary>
+public sealed record CudaResult(string Name, string Shape, double Us, string Unit, double Rate, int Samples);
+
+public static class CudaRows
+{
+    private sealed record Case(string Name, string Shape, Func<Device, Func<Tensor>> Setup, Func<double, double> Rate, string Unit);
+
+    private const double MiB = 1024 * 1024;
+
+    private static IEnumerable<Case> Cases()
+    {
+        foreach (var (b, t, d) in new[] { (1, 128, 512), (4, 16, 1024) })
+        {
+            const int r = 8; const double s = 2.0;
+            double m = b * t, flops = 2 * m * d * d + 2 * m * d * r + 2 * m * r * d;
+            yield return new Case($"lora_fwd_{b}x{t}x{d}_r{r}", $"x=({b},{t},{d}) W={d}x{d} r={r} fp32", dev =>
+            {
+                var x = Rand([b, t, d], 1, dev); var w = Rand([d, d], 2, dev, 1 / Math.Sqrt(d));
+                var a = Rand([d, r], 3, dev, 1 / Math.Sqrt(d)); var bb = Rand([r, d], 4, dev, 0.01);
+                return () => x.MatMul(w) + x.MatMul(a).MatMul(bb) * s;
+            }, us => flops / us / 1e6, "TFLOP/s");
+        }
+        foreach (var (b, t, d) in new[] { (1, 128, 1024), (4, 512, 4096) })
+        {
+            double bytes = 4.0 * b * t * d;
+            yield return new Case($"softmax_{b}x{t}x{d}", $"({b},{t},{d}) fp32, last dim", dev =>
+            {
+                var x = Rand([b, t, d], 5, dev);
+                return () => x.Softmax(-1);
+            }, us => 2 * bytes / us / 1e3, "GB/s");
+        }
+        foreach (var (b, t, d) in new[] { (1, 128, 1024), (4, 512, 4096) })
+        {
+            double bytes = 4.0 * b * t * d;
+            yield return new Case($"rmsnorm_{b}x{t}x{d}", $"({b},{t},{d}) fp32, eps 1e-6, weight", dev =>
+            {
+                var x = Rand([b, t, d], 6, dev); var w = Rand([d], 7, dev, 0.1, 1.0);   // data, not a fill of ones
+                return () => Ops.RmsNorm(x, w, 1e-6);
+            }, us => 2 * bytes / us / 1e3, "GB/s");
+        }
+        yield return new Case("chain100_1024", "(1024,) fp32, 50×(y·0.999).tanh()", dev =>
+        {
+            var x = Rand([1024], 8, dev);
+            return () => LayerRows.Chain(x, 0.999);
+        }, us => us / 100, "µs/op");
+        const int n = 4096;
+        yield return new Case("gemm_4096_fp32", "4096³ fp32 (cuBLASLt, no TF32)", dev =>
+        {
+            var x = Rand([n, n], 9, dev); var w = Rand([n, n], 10, dev);
+            return () => x.MatMul(w);
+        }, us => 2.0 * n * n * n / us / 1e6, "TFLOP/s");
+        const int copyElems = 64 * 1024 * 1024;   // 256 MiB of fp32
+        yield return new Case("copy_256MiB", "x·1.0001, 256 MiB fp32 read + write", dev =>
+        {
+            var x = Rand([copyElems], 11, dev);
+            return () => x * 1.0001;
+        }, us => 2 * 256 * MiB / us / 1e3, "GB/s");
+    }
+
+    private static Tensor Rand(int[] shape, int seed, Device dev, double std = 1, double mean = 0) =>
+        Tensor.RandomNormal(shape, seed, mean, std, device: dev);
+
+    /// <summary>Registers CUDA and measures every case (or those whose name contains <paramref name="filter"/>).</summary>
+    public static List<CudaResult> Measure(string? filter, double secondsPerCase = 1.0)
+    {
+        if (!CudaDevice.IsAvailable)
+            throw new CudaUnavailable(CudaDevice.UnavailableReason ?? "unknown reason");
+        KilnCuda.Register();
+        var dev = Device.Cuda(0);
+        var ctx = CudaContext.Get(0);
+        var results = new List<CudaResult>();
+        foreach (var c in Cases().Where(c => filter is null || c.Name.Contains(filter)))
+        {
+            var run = c.Setup(dev);
+            ctx.Synchronize();
+            double Once()
+            {
+                var sw = Stopwatch.StartNew();
+                using var y = run();
+                y.Eval();
+                ctx.Synchronize();
+                return sw.Elapsed.TotalMicroseconds;
+            }
+            // Warm-up: kernel compilation (NVRTC, disk-cached), the plan cache and the CUDA Graph capture (second run).
+            var warm = Stopwatch.StartNew();
+            int calls = 0;
+            while (calls < 10 || (warm.Elapsed.TotalSeconds < 0.2 && calls < 1000)) { Once(); calls++; }
+            double per = Once();
+            int samples = Math.Clamp((int)(secondsPerCase * 1e6 / Math.Max(per, 1)), 15, 2001);
+            var times = new double[samples];
+            for (int i = 0; i < samples; i++) times[i] = Once();
+            Array.Sort(times);
+            double us = times[samples / 2];
+            results.Add(new CudaResult(c.Name, c.Shape, us, c.Unit, c.Rate(us), samples));
+            Console.Error.WriteLine($"[kiln cuda bench] {c.Name}: {us:F1} µs ({c.Rate(us):F2} {c.Unit}), {samples} samples");
+        }
+        return results;
+    }
+
+    public static string DeviceLine()
+    {
+        if (!CudaDevice.IsAvailable) return "no GPU";
+        var d = CudaDevice.Get(0);
+        return $"{d.Name} ({d.Arch}, {d.SmCount} SMs, {d.TotalMemory / (1024.0 * MiB):F0} GiB)";
+    }
+
+    /// <summary>The markdown table (Kiln, graphs off, fusion off, PyTorch columns) and the merged JSON.</summary>
+    public static (string Markdown, string Json) Report(List<CudaResult> kiln, List<CudaResult>? graphsOff, List<CudaResult>? fusionOff, string? peerPath)
+    {
+        JsonObject? peer = peerPath is not null && File.Exists(peerPath) ? JsonNode.Parse(File.ReadAllText(peerPath))?.AsObject() : null;
+        JsonObject? peerRows = peer?["rows"]?.AsObject();
+        double? PeerUs(string row, string variant) =>
+            peerRows?[row]?[variant] is JsonObject o && o["us"] is JsonValue v && v.TryGetValue(out double d) ? d : null;
+        string F(double? v) => v is null ? "—" : v.Value < 100 ? v.Value.ToString("F1") : v.Value.ToString("F0");
+        string[] variants = ["eager", "compile", "compile_reduce_overhead", "cuda_graph"];
+
+        var sb = new StringBuilder();
+        sb.AppendLine($"Device: {DeviceLine()}; PyTorch: {peer?["torch"]?.ToString() ?? "—"} on {peer?["device"]?.ToString() ?? "—"}.");
+        sb.AppendLine("Kiln: whole `Eval` per iteration (graph build + plan lookup + launch/replay + synchronize), median; PyTorch: CUDA events around one call, median.");
+        sb.AppendLine();
+        sb.AppendLine("| case | shape | Kiln µs | Kiln rate | Kiln cudagraph off µs | Kiln fusion off µs | PyTorch eager µs | torch.compile µs | compile reduce-overhead µs | PyTorch CUDA Graph µs | vs eager | vs best compile | vs CUDA Graph |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        var merged = new JsonArray();
+        foreach (var k in kiln)
+        {
+            var g = graphsOff?.FirstOrDefault(r => r.Name == k.Name);
+            var f = fusionOff?.FirstOrDefault(r => r.Name == k.Name);
+            double?[] p = variants.Select(v => PeerUs(k.Name, v)).ToArray();
+            double? bestCompile = new[] { p[1], p[2] }.Where(v => v is not null).DefaultIfEmpty(null).Min();
+            string Speed(double? other) => other is null ? "—" : $"{other.Value / k.Us:F2}×";
+            sb.AppendLine($"| {k.Name} | {k.Shape} | {F(k.Us)} | {k.Rate:F2} {k.Unit} | {F(g?.Us)} | {F(f?.Us)} | {F(p[0])} | {F(p[1])} | {F(p[2])} | {F(p[3])} | {Speed(p[0])} | {Speed(bestCompile)} | {Speed(p[3])} |");
+            var row = new JsonObject
+            {
+                ["name"] = k.Name, ["shape"] = k.Shape, ["unit"] = k.Unit,
+                ["kiln"] = new JsonObject { ["us"] = k.Us, ["rate"] = k.Rate, ["samples"] = k.Samples },
+                ["kiln_cudagraph_off"] = g is null ? null : new JsonObject { ["us"] = g.Us, ["rate"] = g.Rate },
+                ["kiln_fusion_off"] = f is null ? null : new JsonObject { ["us"] = f.Us, ["rate"] = f.Rate },
+            };
+            foreach (var v in variants) row["torch_" + v] = peerRows?[k.Name]?[v]?.DeepClone();
+            merged.Add((JsonNode)row);
+        }
+        if (peer?["extra"] is JsonObject extra)
+        {
+            sb.AppendLine();
+            foreach (var (name, value) in extra)
+                sb.AppendLine($"- PyTorch {name}: {(value is JsonObject o && o["us"] is not null ? $"{o["us"]} µs, {o["rate"]} {o["unit"]}" : value?.ToJsonString())}");
+        }
+        if (peerRows is not null)
+        {
+            var notes = new List<string>();
+            foreach (var (name, value) in peerRows)
+                if (value?["errors"] is JsonObject errs)
+                    foreach (var (variant, why) in errs) notes.Add($"- {name} {variant}: {why}");
+            if (notes.Count > 0) { sb.AppendLine(); sb.AppendLine("PyTorch variants that did not run:"); notes.ForEach(n => sb.AppendLine(n)); }
+        }
+        var doc = new JsonObject
+        {
+            ["device"] = DeviceLine(),
+            ["rows"] = merged,
+            ["peer"] = peer?.DeepClone(),
+        };
+        return (sb.ToString(), doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>No usable GPU: the message says why (the benchmark exits with a clean error, no stack trace).</summary>
+public sealed class CudaUnavailable(string reason) : Exception("CUDA unavailable: " + reason);

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# GPU benchmark (issue 5): Kiln's `cuda` rows beside bench/cuda/torch_peer.py on the same shapes.
+#
+# On the development machine (needs the .NET 10 SDK):
+#   bench/cuda/run-benchmarks.sh publish     # trimmed self-contained linux-x64 Kiln.Bench into .gpu-bench/
+# On the GPU machine, from the repository root (.gpu-bench/ is git-ignored: with the project's device tool
+# pass carry=[".gpu-bench"]; PyTorch with CUDA must be installed there):
+#   bench/cuda/run-benchmarks.sh run
+# which runs
+#   python3 bench/cuda/torch_peer.py --out $OUT/torch_cuda.json
+#   .gpu-bench/Kiln.Bench cuda --peer $OUT/torch_cuda.json --json $OUT/kiln_cuda.json --root . > $OUT/kiln_cuda.md
+# and prints the table. Budget: ~4 minutes in all: the PyTorch script starts no new compile variant after
+# 100 s and is killed at 150 s (it rewrites its JSON after every case, so what ran is kept); Kiln (three
+# processes: as built, KILN_DISABLE=cudagraph, KILN_DISABLE=fusion) is killed at 120 s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+case "${1:-}" in
+  publish)
+    rm -rf .gpu-bench
+    # Trimmed like .gpu/ (bench/cuda/publish-and-run.sh); Kiln.Bench roots its own assembly and Kiln.Cuda
+    # (TrimmerRootAssembly in its .csproj) so BenchmarkDotNet's reflection-found benchmarks are kept too.
+    dotnet publish bench/Kiln.Bench -c Release -r linux-x64 --self-contained \
+      -p:PublishTrimmed=true -p:InvariantGlobalization=true -p:DebugType=none \
+      -p:SatelliteResourceLanguages=en -o .gpu-bench -m:1
+    du -sh .gpu-bench
+    ;;
+  run)
+    out="${OUT:-.}"
+    mkdir -p "$out"
+    export KILN_CACHE_DIR="${KILN_CACHE_DIR:-$out/kiln-cache}"
+    nvidia-smi -L > "$out/nvidia-smi.txt" 2>&1 || true
+    cat "$out/nvidia-smi.txt" || true
+    set +e
+    timeout 150 python3 bench/cuda/torch_peer.py --out "$out/torch_cuda.json" --budget 100 2>&1 | tee "$out/torch_cuda.log"
+    echo "torch_peer.py exit: ${PIPESTATUS[0]}"
+    timeout 120 .gpu-bench/Kiln.Bench cuda --peer "$out/torch_cuda.json" --json "$out/kiln_cuda.json" --root . \
+      > "$out/kiln_cuda.md" 2> "$out/kiln_cuda.log"
+    rc=$?
+    cat "$out/kiln_cuda.log"
+    cat "$out/kiln_cuda.md"
+    exit "$rc"
+    ;;
+  *)
+    echo "usage: $0 publish|run" >&2; exit 2 ;;
+esac
