@@ -43,11 +43,28 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     private static ulong Ptr(Realised r) => ((CudaMemory)r.Buffer.DeviceMemory!).Pointer;
 
+    // Single-element uploads (the fill constants of `x * 0.5`, step scalars) by value: each distinct value is
+    // copied to the GPU once and kept (pinned), so building a graph does not pay a synchronous copy per scalar.
+    private readonly ConcurrentDictionary<(DType, long), Runtime.Buffer> _scalars = new();
+
     public Realised Upload(Realised host)
     {
         _context.MakeCurrent();
         var b = host.Buffer;
         long n = b.Length;
+        if (n == 1 && b.DType.SizeInBytes() <= 8 && _scalars.Count < 4096)
+        {
+            var raw = new byte[8];
+            MemoryMarshal.AsBytes(HostSpan(b))[..b.DType.SizeInBytes()].CopyTo(raw);
+            var key = (b.DType, BitConverter.ToInt64(raw));
+            var dev = _scalars.GetOrAdd(key, _ =>
+            {
+                var mem = CudaMemory.Pinned(_alloc, 8);
+                mem.Buffer.CopyFrom<byte>(raw.AsSpan(0, b.DType.SizeInBytes()));
+                return new Runtime.Buffer(b.DType, mem, 1);
+            });
+            return new Realised(dev, host.Offset, host.Shape, host.Strides);
+        }
         var mem = _alloc.Rent(Math.Max(n, 1) * b.DType.SizeInBytes());
         var bytes = MemoryMarshal.AsBytes(HostSpan(b));
         mem.Buffer.CopyFrom<byte>(bytes[..(int)(n * b.DType.SizeInBytes())]);
@@ -146,8 +163,17 @@ internal sealed partial class CudaBackend : IDeviceBackend
     }
 
     /// <summary>Copies a strided value into a dense one on the device.</summary>
-    internal Realised Copy(Realised v, Realised? into = null) =>
-        Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}", into);
+    internal Realised Copy(Realised v, Realised? into = null)
+    {
+        if (v.IsContiguous && (into is null || into.IsContiguous))
+        {
+            // A dense value is one async memcpy (the generic kernel's index arithmetic cost ~2× on large copies).
+            var o = into ?? Allocate(v.DType, v.Shape);
+            CopyBytes(P(v), P(o), v.Numel * v.DType.SizeInBytes());
+            return o;
+        }
+        return Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}", into);
+    }
 
     private Realised Elementwise(Node node, Realised[] x, List<string> steps, string key) => Run(node.Shape, node.DType, x, steps, key);
 
