@@ -158,6 +158,65 @@ internal static class FusedKernel
         return o;
     }
 
+    /// <summary>
+    /// fused_reduce: the program evaluated block by block (interpreter) and each block summed while in cache;
+    /// block sums are kept per block and added in order, so the result does not depend on the thread count.
+    /// </summary>
+    public static Realised Reduce(Realised[] inputs, Node node) => node.DType switch
+    {
+        DType.Float32 => Reduce<float>(inputs, node, static op => Unary[op].F),
+        DType.Float64 => Reduce<double>(inputs, node, static op => Unary[op].D),
+        var t => throw new NotSupportedException($"fused_reduce: dtype {t.ShortName()}"),
+    };
+
+    private static Realised Reduce<T>(Realised[] inputs, Node node, Func<OpDef, SpanMap<T>> unary)
+        where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
+    {
+        var a = (FusedReduceAttrs)node.Attrs!;
+        var steps = a.Program.Steps;
+        var maps = steps.Select(s => Unary.ContainsKey(s.Op) ? unary(s.Op) : null).ToArray();
+        int[] shape = a.Shape;
+        long n = Shapes.Numel(shape);
+        var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
+        int width = (int)Math.Min(Block, Math.Max(n, 1));
+        long blocks = n == 0 ? 0 : (n + width - 1) / width;
+        var partial = new double[blocks];
+        Par.For(blocks, Par.ThreadsFor(n * steps.Length, 1 << 14), (b0, b1) =>
+        {
+            var scratch = new T[(steps.Length + inputs.Length) * width];
+            for (long b = b0; b < b1; b++)
+            {
+                long start = b * width;
+                int len = (int)Math.Min(width, n - start);
+                for (int i = 0; i < steps.Length; i++)
+                {
+                    var s = steps[i];
+                    Span<T> dst = scratch.AsSpan(i * width, len);
+                    ReadOnlySpan<T> x = Operand(s.A, start, len, width, scratch, steps.Length, readers);
+                    if (maps[i] is { } map) { map(x, dst); continue; }
+                    ReadOnlySpan<T> c = Operand(s.B, start, len, width, scratch, steps.Length, readers);
+                    if (ReferenceEquals(s.Op, OpTable.Add)) TensorPrimitives.Add(x, c, dst);
+                    else if (ReferenceEquals(s.Op, OpTable.Sub)) TensorPrimitives.Subtract(x, c, dst);
+                    else if (ReferenceEquals(s.Op, OpTable.Mul)) TensorPrimitives.Multiply(x, c, dst);
+                    else if (ReferenceEquals(s.Op, OpTable.Div)) TensorPrimitives.Divide(x, c, dst);
+                    else if (ReferenceEquals(s.Op, OpTable.Maximum)) TensorPrimitives.Max(x, c, dst);
+                    else if (ReferenceEquals(s.Op, OpTable.Minimum)) TensorPrimitives.Min(x, c, dst);
+                    else TensorPrimitives.Pow(x, c, dst);
+                }
+                var last = scratch.AsSpan((steps.Length - 1) * width, len);
+                double sum = 0;
+                foreach (var v in last) sum += double.CreateTruncating(v);
+                partial[b] = sum;
+            }
+        });
+        double total = 0;
+        foreach (double p in partial) total += p;
+        if (a.Mean) total /= n;
+        var o = Realised.Contiguous(BufferPool.Rent(node.DType, 1), node.Shape);
+        o.Span<T>()[0] = T.CreateTruncating(total);
+        return o;
+    }
+
     private static ReadOnlySpan<T> Operand<T>(int code, long start, int len, int width, T[] scratch, int steps, InputReader[] readers) where T : unmanaged
     {
         if (code >= 0) return scratch.AsSpan(code * width, len);

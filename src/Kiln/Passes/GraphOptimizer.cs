@@ -22,10 +22,10 @@ internal static class GraphOptimizer
     private static readonly IRewritePass[] Passes = [new ConstantFolding(), new SimplifyPass(), new SoftmaxRecognition(), new RmsNormRecognition(), new LayerNormRecognition(), new LoraFusion(), new EpilogueFusion(), new SwiGluFusion(), new CrossEntropyRecognition(), new AttentionFusion()];
 
     /// <summary>Steps that KILN_DISABLE=fusion switches off together.</summary>
-    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", ElementwiseFusion.Name];
+    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", ElementwiseFusion.Name, ReductionPrologueFusion.Name];
 
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
-    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name);
+    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name).Append(ReductionPrologueFusion.Name);
 
     /// <param name="isInput">Which nodes are fixed inputs (default: realised ones); the plan passes its slots.</param>
     public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null, Func<Node, bool>? isInput = null)
@@ -50,6 +50,11 @@ internal static class GraphOptimizer
         {
             current = ElementwiseFusion.Apply(current, isInput, out int groups);
             if (groups > 0) counts[ElementwiseFusion.Name] = groups;
+            if (enabled(ReductionPrologueFusion.Name))
+            {
+                current = ReductionPrologueFusion.Apply(current, isInput, out int folded);
+                if (folded > 0) counts[ReductionPrologueFusion.Name] = folded;
+            }
         }
         for (int i = 0; i < outputs.Length; i++)
             if (!Shapes.Equal(current[i].Shape, outputs[i].Shape) || current[i].DType != outputs[i].DType)

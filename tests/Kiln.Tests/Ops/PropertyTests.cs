@@ -255,7 +255,10 @@ public class EvalCachePropertyTests
                 // Same values as evaluating each on its own from a fresh build.
                 var s2 = Build(recipe, out var all2);
                 Assert.True(BitEqual(va, (s2.Exp() + all2[0]).ToArray<float>()), "a differs from a separate evaluation");
-                Assert.True(BitEqual(vb, (s2 * all2[1]).Sum().ToArray<float>()), "b differs from a separate evaluation");
+                // b alone folds into one fused_reduce (block sums in double), whose summation order differs from
+                // the reduction kernel's: equal to rounding, not bitwise.
+                var vb2 = (s2 * all2[1]).Sum().ToArray<float>();
+                Assert.True(Math.Abs(vb[0] - vb2[0]) <= 1e-5 * (1 + Math.Abs(vb[0])) || (float.IsNaN(vb[0]) && float.IsNaN(vb2[0])) || vb[0] == vb2[0], $"b differs from a separate evaluation: {vb[0]} vs {vb2[0]}");
             }, iter: Iter, threads: 1);
         }
         finally { Kiln.Cpu.FusedKernel.CodegenOverride.Value = null; }

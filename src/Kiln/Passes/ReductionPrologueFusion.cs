@@ -1,0 +1,42 @@
+// Reduction prologue fusion: a fused elementwise group read only by a sum or mean over all of its axes
+// becomes one `fused_reduce` node: the program runs block by block and each block is summed while it is
+// in cache, so the group's full-size output is never written (e.g. (x·y).sum(), (a − b)².mean()).
+using Kiln.Graph;
+
+namespace Kiln.Passes;
+
+internal static class ReductionPrologueFusion
+{
+    public const string Name = "reduceprologue";
+
+    public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites)
+    {
+        var order = GraphWalk.Topological(outputs, isInput);
+        var users = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        foreach (var n in order) foreach (var i in n.InputArray.Distinct<Node>(ReferenceEqualityComparer.Instance)) users[i] = users.GetValueOrDefault(i) + 1;
+        foreach (var o in outputs) users[o] = users.GetValueOrDefault(o) + 1;
+        var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
+        Node Map(Node n) => map.TryGetValue(n, out var m) ? m : n;
+        rewrites = 0;
+        foreach (var n in order)
+        {
+            Node? replacement = null;
+            if ((ReferenceEquals(n.Op, OpTable.Sum) || ReferenceEquals(n.Op, OpTable.Mean)) && n.Attrs is AxesAttrs ax
+                && n.InputArray[0] is { } g && ReferenceEquals(g.Op, OpTable.FusedElementwise) && !isInput(g)
+                && users.GetValueOrDefault(g) == 1 && ax.Axes.Length == g.Shape.Length && g.DType == n.DType
+                && n.Device.Kind == DeviceKind.Cpu)   // a CPU kernel (accelerator backends run the group and the reduction)
+            {
+                replacement = new Node(OpTable.FusedReduce, g.InputArray.Select(Map).ToArray(),
+                    new FusedReduceAttrs((FusedProgram)g.Attrs!, ReferenceEquals(n.Op, OpTable.Mean), g.Shape), n.Shape, n.DType, n.Device);
+                rewrites++;
+            }
+            else
+            {
+                var ins = n.InputArray.Select(Map).ToArray();
+                if (!ins.SequenceEqual(n.InputArray, ReferenceEqualityComparer.Instance)) replacement = new Node(n.Op, ins, n.Attrs, n.Shape, n.DType, n.Device, null);
+            }
+            if (replacement is not null) map[n] = replacement;
+        }
+        return outputs.Select(Map).ToArray();
+    }
+}
