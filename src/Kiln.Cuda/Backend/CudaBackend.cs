@@ -181,8 +181,10 @@ internal sealed partial class CudaBackend : IDeviceBackend
     {
         if (shape.Length > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {shape.Length} > {CudaCodegen.MaxRank}");
         var inTypes = x.Select(i => i.DType).ToArray();
-        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType;
-        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps));
+        bool[] scalar = x.Select(i => i.Numel == 1).ToArray();
+        bool dense = x.All(i => i.Numel == 1 || (i.IsContiguous && Shapes.Equal(i.Shape, shape)));
+        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) : "");
+        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null));
         var o = into ?? Allocate(outType, shape);
         long n = o.Numel;
         if (n == 0) return o;

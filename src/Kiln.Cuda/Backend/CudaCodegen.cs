@@ -68,8 +68,9 @@ internal static class CudaCodegen
     /// A kernel <c>k(out, n, meta, in0, in1, ...)</c>: meta = [rank, shape[rank], then per input offset,
     /// strides[rank]]. <paramref name="steps"/> are C statements assigning t0, t1, ...; the last is the result.
     /// </summary>
-    public static string Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps)
+    public static string Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[]? scalarInputs = null)
     {
+        if (scalarInputs is not null) return DenseKernel(name, outType, inTypes, steps, scalarInputs);
         var sb = new StringBuilder();
         sb.Append($"extern \"C\" __global__ void {name}({CType(outType)}* __restrict__ out, long long n, const long long* __restrict__ meta");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
@@ -82,6 +83,25 @@ internal static class CudaCodegen
         sb.Append("        }\n");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = in{k}[o{k}];\n");
         foreach (var s in steps) sb.Append("        ").Append(s).Append('\n');
+        sb.Append($"        out[i] = ({CType(outType)})t{steps.Count - 1};\n    }}\n}}\n");
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The same kernel when every input is dense with the output's shape (element i at offset + i) or a single
+    /// value: no per-element index arithmetic (the general kernel divides by every axis).
+    /// meta keeps the general layout; only the offsets are read.
+    /// </summary>
+    private static string DenseKernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[] scalar)
+    {
+        var sb = new StringBuilder();
+        sb.Append($"extern \"C\" __global__ void {name}({CType(outType)}* __restrict__ out, long long n, const long long* __restrict__ meta");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
+        sb.Append(")\n{\n    int rank = (int)meta[0];\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"    const {CType(inTypes[k])}* p{k} = in{k} + meta[1 + rank + {k} * (rank + 1)];\n");
+        sb.Append("    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n    {\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = p{k}[{(scalar[k] ? "0" : "i")}];\n");
+        foreach (var st in steps) sb.Append("        ").Append(st).Append('\n');
         sb.Append($"        out[i] = ({CType(outType)})t{steps.Count - 1};\n    }}\n}}\n");
         return sb.ToString();
     }
