@@ -50,3 +50,11 @@ internal sealed record FusedReduceAttrs(FusedProgram Program, bool Mean, int[] S
     public override int GetHashCode() { var h = new HashCode(); AddTo(ref h); return h.ToHashCode(); }
     public override string ToString() => $"{(Mean ? "mean" : "sum")} of [{Program}]";
 }
+
+public static partial class OpTable
+{
+    /// <summary>x·W + r (Passes/ResidualFusion): the residual added inside the GEMM; optimizer-made.</summary>
+    public static readonly OpDef MatMulResidual = new("matmul_residual", 3, FusionClass.MatMul,
+        (i, _) => throw new InvalidOperationException("matmul_residual nodes are made by the optimizer"),
+        (x, n) => Cpu.ResidualKernel.Run(x, n), null);
+}

@@ -19,10 +19,10 @@ internal static class GraphOptimizer
     private const int MaxLocalRewrites = 16;
 
     /// <summary>The passes in the order they are tried on each node.</summary>
-    private static readonly IRewritePass[] Passes = [new ConstantFolding(), new SimplifyPass(), new SoftmaxRecognition(), new RmsNormRecognition(), new LayerNormRecognition(), new LoraFusion(), new EpilogueFusion(), new SwiGluFusion(), new CrossEntropyRecognition(), new AttentionFusion()];
+    private static readonly IRewritePass[] Passes = [new ConstantFolding(), new SimplifyPass(), new SoftmaxRecognition(), new RmsNormRecognition(), new LayerNormRecognition(), new LoraFusion(), new EpilogueFusion(), new SwiGluFusion(), new CrossEntropyRecognition(), new AttentionFusion(), new ResidualFusion()];
 
     /// <summary>Steps that KILN_DISABLE=fusion switches off together.</summary>
-    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", ElementwiseFusion.Name, ReductionPrologueFusion.Name];
+    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", "residual", ElementwiseFusion.Name, ReductionPrologueFusion.Name];
 
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
     public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name).Append(ReductionPrologueFusion.Name);

@@ -119,11 +119,13 @@ public class ConstantFoldingTests
             Tensor.Eval(planned);   // every pass, through the plan (folded fills bound as plan constants)
             var noFold = GraphOptimizer.Optimize(BuildRandom(program).Select(t => t.Node).ToArray(), n => n != "constfold").Outputs;
             Evaluator.Evaluate(noFold, optimize: false);
+            // 2e-5: fused reductions (fused_reduce sums blocks in double) and residual GEMMs (the add inside the
+            // GEMM's store) round differently from the kernels run as built; folding itself is exact.
             for (int o = 0; o < asBuilt.Length; o++)
             {
                 var expected = DataReader.Read<float>(asBuilt[o].Value!);
-                Close.AssertAll(expected, planned[o].ToArray<float>(), 1e-6, "folded");
-                Close.AssertAll(expected, DataReader.Read<float>(noFold[o].Value!), 1e-6, "constfold off");
+                Close.AssertAll(expected, planned[o].ToArray<float>(), 2e-5, "folded");
+                Close.AssertAll(expected, DataReader.Read<float>(noFold[o].Value!), 2e-5, "constfold off");
             }
         }, iter: 60, threads: 1);
     }
