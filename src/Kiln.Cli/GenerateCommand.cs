@@ -22,7 +22,7 @@ internal static class GenerateCommand
         var penalty = new Option<double>("--repetition-penalty") { Description = "1 = off", DefaultValueFactory = _ => 1 };
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 42 };
         var stop = new Option<string[]>("--stop") { Description = "stop strings", AllowMultipleArgumentsPerToken = true };
-        var device = new Option<string>("--device") { Description = "cpu, or cuda[:N]", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda[:N] or auto", DefaultValueFactory = _ => "cpu" };
         var cmd = new Command("generate", "Generate text, streaming to the terminal")
         {
             model, tokenizer, adapter, prompt, maxTokens, temperature, topP, topK, minP, penalty, seed, stop, device,

@@ -34,7 +34,7 @@ internal static class TrainCommand
         var valEvery = new Option<int>("--val-every") { Description = "validation loss every N steps", DefaultValueFactory = _ => 0 };
         var saveEvery = new Option<int>("--save-every") { Description = "checkpoint every N steps", DefaultValueFactory = _ => 0 };
         var resume = new Option<string?>("--resume") { Description = "checkpoint folder to continue from, or 'latest'" };
-        var device = new Option<string>("--device") { Description = "cpu, or cuda[:N] (an NVIDIA GPU through the CUDA backend)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda[:N] (an NVIDIA GPU through the CUDA backend), or auto (the GPU when one is found)", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<ulong>("--seed") { Description = "seed for LoRA init, shuffling and dropout", DefaultValueFactory = _ => 0 };
         var buckets = new Option<bool>("--buckets") { Description = "length buckets instead of packing" };
         var checkpointing = new Option<bool>("--grad-checkpoint") { Description = "recompute layers in the backward pass to save activation memory" };
@@ -67,7 +67,7 @@ internal static class TrainCommand
     /// <summary>cpu or cuda[:N]; CUDA registers the backend and fails here, naming why, when it cannot run.</summary>
     internal static Device ResolveDevice(string device)
     {
-        if (device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase)) Kiln.Cuda.KilnCuda.Register();
+        if (device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase) || device.Equals("auto", StringComparison.OrdinalIgnoreCase)) Kiln.Cuda.KilnCuda.Register();
         try { return Device.Parse(device); }
         catch (NotSupportedException e) { throw new ArgumentException($"--device {device}: {e.Message}", e); }
     }

@@ -18,7 +18,7 @@ public sealed class Device : IEquatable<Device>
         : throw new ArgumentOutOfRangeException(nameof(index), $"CUDA device index {index} is out of range");
 
     /// <summary>
-    /// The device new tensors go to when none is named: <c>KILN_DEVICE</c> (cpu, cuda, cuda:N), else the CPU.
+    /// The device new tensors go to when none is named: <c>KILN_DEVICE</c> (cpu, cuda, cuda:N, auto), else the CPU.
     /// Asking for CUDA where it cannot run is an error naming why, never a silent CPU run.
     /// </summary>
     public static Device Default => Parse(Settings.Device);
@@ -28,11 +28,13 @@ public sealed class Device : IEquatable<Device>
         switch (name?.Trim().ToLowerInvariant())
         {
             case null or "" or "cpu": return Cpu;
+            case "auto":   // the GPU when a CUDA backend is registered and a GPU and driver are found, else the CPU
+                return Runtime.Backends.IsRegistered(DeviceKind.Cuda) && Runtime.Backends.WhyUnavailable(DeviceKind.Cuda) is null ? Cuda(0) : Cpu;
             case var n when n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal):
                 int index = n == "cuda" ? 0 : int.TryParse(n[5..], out int i) ? i : throw new NotSupportedException($"device '{name}': expected cuda:N");
                 if (Runtime.Backends.WhyUnavailable(DeviceKind.Cuda) is { } why) throw new NotSupportedException($"device '{name}': CUDA is unavailable: {why}");
                 return Cuda(index);
-            default: throw new NotSupportedException($"device '{name}' is not known (valid: cpu, cuda, cuda:N)");
+            default: throw new NotSupportedException($"device '{name}' is not known (valid: cpu, cuda, cuda:N, auto)");
         }
     }
 

@@ -100,6 +100,7 @@ public class BadInputTests
         ex = Assert.Throws<ArgumentException>(() => F(2, 3).MatMul(onCuda2));
         Names(ex, "matmul", "cpu", "cuda:0");
         Assert.Throws<NotSupportedException>(() => Device.Parse("tpu"));
+        Assert.Equal(Device.Cpu, Device.Parse("auto"));   // no CUDA backend registered here: auto is the CPU
     }
 
     [Fact]
