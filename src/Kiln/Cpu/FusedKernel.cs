@@ -178,7 +178,10 @@ internal static class FusedKernel
         int[] shape = a.Shape;
         long n = Shapes.Numel(shape);
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
-        int width = (int)Math.Min(Block, Math.Max(n, 1));
+        long outputs = Shapes.Numel(node.Shape);
+        // A full reduction walks 1024-element blocks; a row reduction walks one row per block.
+        bool rows = outputs > 1;
+        int width = rows ? shape[^1] : (int)Math.Min(Block, Math.Max(n, 1));
         long blocks = n == 0 ? 0 : (n + width - 1) / width;
         var partial = new double[blocks];
         Par.For(blocks, Par.ThreadsFor(n * steps.Length, 1 << 14), (b0, b1) =>
@@ -209,10 +212,16 @@ internal static class FusedKernel
                 partial[b] = sum;
             }
         });
+        var o = Realised.Contiguous(BufferPool.Rent(node.DType, Math.Max(outputs, 1)), node.Shape);
+        if (rows)
+        {
+            var dst = o.Span<T>();
+            for (long r = 0; r < blocks; r++) dst[(int)r] = T.CreateTruncating(a.Mean ? partial[r] / width : partial[r]);
+            return o;
+        }
         double total = 0;
         foreach (double p in partial) total += p;
         if (a.Mean) total /= n;
-        var o = Realised.Contiguous(BufferPool.Rent(node.DType, 1), node.Shape);
         o.Span<T>()[0] = T.CreateTruncating(total);
         return o;
     }

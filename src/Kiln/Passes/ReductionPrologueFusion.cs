@@ -1,5 +1,5 @@
-// Reduction prologue fusion: a fused elementwise group read only by a sum or mean over all of its axes
-// becomes one `fused_reduce` node: the program runs block by block and each block is summed while it is
+// Reduction prologue fusion: a fused elementwise group read only by a sum or mean over all of its axes, or
+// over its last axis (one sum per row), becomes one `fused_reduce` node: the program runs block by block and each block is summed while it is
 // in cache, so the group's full-size output is never written (e.g. (x·y).sum(), (a − b)².mean()).
 using Kiln.Graph;
 
@@ -8,6 +8,10 @@ namespace Kiln.Passes;
 internal static class ReductionPrologueFusion
 {
     public const string Name = "reduceprologue";
+
+    /// <summary>A reduction over the last axis only (one sum per row), rows short enough to run one at a time.</summary>
+    private static bool RowReduction(AxesAttrs ax, Node g) =>
+        ax.Axes.Length == 1 && g.Shape.Length > 1 && ax.Axes[0] == g.Shape.Length - 1 && g.Shape[^1] is > 0 and <= 16384;
 
     public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites)
     {
@@ -23,7 +27,8 @@ internal static class ReductionPrologueFusion
             Node? replacement = null;
             if ((ReferenceEquals(n.Op, OpTable.Sum) || ReferenceEquals(n.Op, OpTable.Mean)) && n.Attrs is AxesAttrs ax
                 && n.InputArray[0] is { } g && ReferenceEquals(g.Op, OpTable.FusedElementwise) && !isInput(g)
-                && users.GetValueOrDefault(g) == 1 && ax.Axes.Length == g.Shape.Length && g.DType == n.DType
+                && users.GetValueOrDefault(g) == 1 && g.DType == n.DType
+                && (ax.Axes.Length == g.Shape.Length || RowReduction(ax, g))
                 && n.Device.Kind == DeviceKind.Cpu)   // a CPU kernel (accelerator backends run the group and the reduction)
             {
                 replacement = new Node(OpTable.FusedReduce, g.InputArray.Select(Map).ToArray(),

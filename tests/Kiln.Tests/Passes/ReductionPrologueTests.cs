@@ -49,7 +49,24 @@ public class ReductionPrologueTests
         var full = (x * y + 1).Sum();
         var expected = x.ToArray<double>().Zip(y.ToArray<double>(), (a, b) => a * b + 1).Sum();
         Assert.Equal(expected, full.Item<double>(), 1e-9);
-        var rows = (x * y + 1).Sum([1]);   // not a full reduction: left as group + sum
-        Assert.NotEqual("fused_reduce", GraphOptimizer.Optimize([rows.Node]).Outputs[0].Op.Name);
+        var mid = (x * y + 1).Sum([0]);   // a leading-axis reduction: left as group + sum
+        Assert.NotEqual("fused_reduce", GraphOptimizer.Optimize([mid.Node]).Outputs[0].Op.Name);
+    }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void RowReductionsAreOneKernel(bool mean, bool keepDim)
+    {
+        var x = Tensor.RandomNormal([5, 7, 300], 6); var y = Tensor.RandomNormal([300], 7);
+        Tensor Build() { var e = (x * y - 0.5).Exp(); return mean ? e.Mean([-1], keepDim) : e.Sum([-1], keepDim); }
+        var fused = Build();
+        Assert.Equal("fused_reduce", GraphOptimizer.Optimize([fused.Node]).Outputs[0].Op.Name);
+        Assert.Equal(1, KernelCount.Of(() => fused.Eval()));
+        var twin = Build();
+        Evaluator.Evaluate([twin.Node], optimize: false);
+        Assert.Equal(twin.Shape, fused.Shape);
+        Close.AssertAll(twin.ToArray<double>(), fused.ToArray<double>(), 1e-5, $"rows mean={mean} keep={keepDim}");
     }
 }
