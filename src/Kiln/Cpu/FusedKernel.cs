@@ -138,21 +138,7 @@ internal static class FusedKernel
             {
                 long start = b * width;
                 int len = (int)Math.Min(width, n - start);
-                for (int i = 0; i < steps.Length; i++)
-                {
-                    var s = steps[i];
-                    Span<T> dst = i == steps.Length - 1 ? output.Slice((int)start, len) : scratch.AsSpan(i * width, len);
-                    ReadOnlySpan<T> a = Operand(s.A, start, len, width, scratch, steps.Length, readers);
-                    if (maps[i] is { } map) { map(a, dst); continue; }
-                    ReadOnlySpan<T> c = Operand(s.B, start, len, width, scratch, steps.Length, readers);
-                    if (ReferenceEquals(s.Op, OpTable.Add)) TensorPrimitives.Add(a, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Sub)) TensorPrimitives.Subtract(a, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Mul)) TensorPrimitives.Multiply(a, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Div)) TensorPrimitives.Divide(a, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Maximum)) TensorPrimitives.Max(a, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Minimum)) TensorPrimitives.Min(a, c, dst);
-                    else TensorPrimitives.Pow(a, c, dst);
-                }
+                RunBlock(steps, maps, readers, scratch, width, start, len, output.Slice((int)start, len));
             }
         });
         return o;
@@ -191,22 +177,8 @@ internal static class FusedKernel
             {
                 long start = b * width;
                 int len = (int)Math.Min(width, n - start);
-                for (int i = 0; i < steps.Length; i++)
-                {
-                    var s = steps[i];
-                    Span<T> dst = scratch.AsSpan(i * width, len);
-                    ReadOnlySpan<T> x = Operand(s.A, start, len, width, scratch, steps.Length, readers);
-                    if (maps[i] is { } map) { map(x, dst); continue; }
-                    ReadOnlySpan<T> c = Operand(s.B, start, len, width, scratch, steps.Length, readers);
-                    if (ReferenceEquals(s.Op, OpTable.Add)) TensorPrimitives.Add(x, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Sub)) TensorPrimitives.Subtract(x, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Mul)) TensorPrimitives.Multiply(x, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Div)) TensorPrimitives.Divide(x, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Maximum)) TensorPrimitives.Max(x, c, dst);
-                    else if (ReferenceEquals(s.Op, OpTable.Minimum)) TensorPrimitives.Min(x, c, dst);
-                    else TensorPrimitives.Pow(x, c, dst);
-                }
                 var last = scratch.AsSpan((steps.Length - 1) * width, len);
+                RunBlock(steps, maps, readers, scratch, width, start, len, last);
                 double sum = 0;
                 foreach (var v in last) sum += double.CreateTruncating(v);
                 partial[b] = sum;
@@ -224,6 +196,31 @@ internal static class FusedKernel
         if (a.Mean) total /= n;
         o.Span<T>()[0] = T.CreateTruncating(total);
         return o;
+    }
+
+    /// <summary>
+    /// Interprets the program over one block of <paramref name="len"/> elements starting at <paramref name="start"/>:
+    /// each step is one span operation into its scratch slot, the last one into <paramref name="result"/>.
+    /// </summary>
+    private static void RunBlock<T>(FusedInstruction[] steps, SpanMap<T>?[] maps, InputReader[] readers, T[] scratch,
+        int width, long start, int len, Span<T> result)
+        where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
+    {
+        for (int i = 0; i < steps.Length; i++)
+        {
+            var s = steps[i];
+            Span<T> dst = i == steps.Length - 1 ? result : scratch.AsSpan(i * width, len);
+            ReadOnlySpan<T> a = Operand(s.A, start, len, width, scratch, steps.Length, readers);
+            if (maps[i] is { } map) { map(a, dst); continue; }
+            ReadOnlySpan<T> c = Operand(s.B, start, len, width, scratch, steps.Length, readers);
+            if (ReferenceEquals(s.Op, OpTable.Add)) TensorPrimitives.Add(a, c, dst);
+            else if (ReferenceEquals(s.Op, OpTable.Sub)) TensorPrimitives.Subtract(a, c, dst);
+            else if (ReferenceEquals(s.Op, OpTable.Mul)) TensorPrimitives.Multiply(a, c, dst);
+            else if (ReferenceEquals(s.Op, OpTable.Div)) TensorPrimitives.Divide(a, c, dst);
+            else if (ReferenceEquals(s.Op, OpTable.Maximum)) TensorPrimitives.Max(a, c, dst);
+            else if (ReferenceEquals(s.Op, OpTable.Minimum)) TensorPrimitives.Min(a, c, dst);
+            else TensorPrimitives.Pow(a, c, dst);
+        }
     }
 
     private static ReadOnlySpan<T> Operand<T>(int code, long start, int len, int width, T[] scratch, int steps, InputReader[] readers) where T : unmanaged
