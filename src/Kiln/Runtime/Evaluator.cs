@@ -40,33 +40,25 @@ internal static class Evaluator
         foreach (var s in slots) Interlocked.Increment(ref s.Buffer.Users);
         try
         {
-            if (PlanDevice(plan) is { } device && Backends.For(device) is IPlanRunner runner && runner.TryRun(plan, slots) is { } outs)
+            if (plan.Accelerator is { } device && Backends.For(device) is IPlanRunner runner && runner.TryRun(plan, slots) is { } outs)
                 PublishAll(plan, slots, requested, outs);
             else RunLevels(plan, slots, requested);
         }
         finally { foreach (var s in slots) Release(s); }
     }
 
-    /// <summary>The accelerator every node of the plan runs on, or null (CPU, mixed devices, transfers of computed values).</summary>
-    private static Device? PlanDevice(Plan plan)
-    {
-        if (plan.Nodes.Length == 0 || plan.Nodes[0].Device.Kind == DeviceKind.Cpu) return null;
-        var d = plan.Nodes[0].Device;
-        for (int i = 0; i < plan.Nodes.Length; i++)
-        {
-            var n = plan.Nodes[i];
-            // Uploads of the plan's own inputs are fine: the runner stages inputs on the device anyway.
-            if (!n.Device.Equals(d) || (ReferenceEquals(n.Op, OpTable.ToDevice) && plan.Inputs[i][0] >= 0)) return null;
-        }
-        return d;
-    }
-
     /// <summary>Publishes the values a plan runner returned (fresh buffers, one per output node).</summary>
     private static void PublishAll(Plan plan, Realised[] slots, Node[] requested, Dictionary<int, Realised> outs)
     {
+        PublishInputOutputs(plan, slots, requested);
+        foreach (var (i, v) in outs) Publish(v, plan.OwnersOf[i], requested, 0);
+    }
+
+    /// <summary>Requested nodes the optimizer reduced to one of the plan's inputs get a view of that input.</summary>
+    private static void PublishInputOutputs(Plan plan, Realised[] slots, Node[] requested)
+    {
         for (int k = 0; k < requested.Length; k++)
             if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);
-        foreach (var (i, v) in outs) Publish(v, plan.OwnersOf[i], requested, 0);
     }
 
     /// <summary>Peak bytes of intermediates held at once by this thread's last Eval (non-view results; what
@@ -81,12 +73,11 @@ internal static class Evaluator
     private static void RunLevels(Plan plan, Realised[] slots, Node[] requested)
     {
         long live = 0, peak = 0;
-        for (int k = 0; k < requested.Length; k++)
-            if (plan.Outputs[k] < 0) PublishView(requested[k], slots[~plan.Outputs[k]]);   // optimized to an input
+        PublishInputOutputs(plan, slots, requested);
         var vals = new Realised?[plan.Nodes.Length];
         var remaining = (int[])plan.Consumers.Clone();
         // Levels run their nodes in parallel on the CPU only: an accelerator's backend queues work on one stream.
-        bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1 && plan.Nodes.All(n => n.Device.Kind == DeviceKind.Cpu);
+        bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1 && plan.AllOnCpu;
         foreach (var level in plan.Levels)
         {
             if (parallel && level.Length > 1)

@@ -16,6 +16,13 @@ internal sealed class Plan
     public required int[][] OwnersOf;   // per plan node: the requested-node positions it is published to
     /// <summary>Fills made by constant folding, bound after the slots (one element, zero strides: structure, not data).</summary>
     public Realised[] Constants = [];
+    /// <summary>The accelerator every node runs on (uploads of the plan's own inputs allowed), else null: such a
+    /// plan may be handed whole to that device's plan runner.</summary>
+    public Device? Accelerator { get; private init; }
+
+    /// <summary>Every node runs on the CPU (only then do a level's independent nodes run in parallel).</summary>
+    public bool AllOnCpu { get; private init; }
+
     /// <summary>What the optimizer did (for KILN_LOG=plan); no nodes, so the plan holds no user data.</summary>
     public (int NodesBefore, int Sweeps, Dictionary<string, int> Rewrites)? Optimization;
 
@@ -60,7 +67,18 @@ internal sealed class Plan
             OwnersOf = owners.Select(o => o?.ToArray() ?? []).ToArray(),
             Optimization = opt is null ? null : (opt.NodesBefore, opt.Sweeps, opt.Rewrites),
             Constants = [.. constants],
+            Accelerator = AcceleratorOf(nodes, inputs),
+            AllOnCpu = nodes.All(n => n.Device.Kind == DeviceKind.Cpu),
         };
+
+        static Device? AcceleratorOf(Node[] nodes, int[][] inputs)
+        {
+            if (nodes.Length == 0 || nodes[0].Device.Kind == DeviceKind.Cpu) return null;
+            var d = nodes[0].Device;
+            for (int i = 0; i < nodes.Length; i++)
+                if (!nodes[i].Device.Equals(d) || (ReferenceEquals(nodes[i].Op, OpTable.ToDevice) && inputs[i][0] >= 0)) return null;
+            return d;
+        }
 
         int ConstantIndex(Node n)
         {
