@@ -17,9 +17,7 @@ public static partial class OpTable
             Tensor q = c.Inputs[0], k = c.Inputs[1], v = c.Inputs[2];
             Tensor[] ins = c.Inputs.Length > 3 ? [q, k, v, c.Output, c.Upstream, c.Inputs[3]] : [q, k, v, c.Output, c.Upstream];
             var packed = Tensor.Apply(AttentionGrad!, c.Node.Attrs, ins);
-            int nq = (int)q.Numel, nk = (int)k.Numel, nv = (int)v.Numel;
-            Tensor?[] grads = [packed.Slice(0, 0, nq).Reshape([.. q.Shape]), packed.Slice(0, nq, nq + nk).Reshape([.. k.Shape]),
-                    packed.Slice(0, nq + nk, nq + nk + nv).Reshape([.. v.Shape])];
+            Tensor?[] grads = packed.Unpack(q.ShapeArray, k.ShapeArray, v.ShapeArray);
             return c.Inputs.Length > 3 ? [.. grads, null] : grads;
         });
 

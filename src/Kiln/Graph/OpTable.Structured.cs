@@ -134,8 +134,7 @@ public static partial class OpTable
         {
             Tensor x = c.Inputs[0], w = c.Inputs[1];
             var packed = Tensor.Apply(RmsNormGrad!, c.Node.Attrs, x, w, c.Upstream);   // [dx | dw], one kernel
-            int nx = (int)x.Numel, d = w.Shape[0];
-            return [packed.Slice(0, 0, nx).Reshape(x.ShapeArray), packed.Slice(0, nx, nx + d)];
+            return packed.Unpack(x.ShapeArray, w.ShapeArray);
         });
 
     /// <summary>RMSNorm's backward (Cpu/NormGradKernels): dx and dw packed flat. First-order only.</summary>
@@ -154,8 +153,7 @@ public static partial class OpTable
         {
             Tensor x = c.Inputs[0], w = c.Inputs[1];
             var packed = Tensor.Apply(LayerNormGrad!, c.Node.Attrs, x, w, c.Upstream);   // [dx | dw | db], one kernel
-            int nx = (int)x.Numel, d = w.Shape[0];
-            return [packed.Slice(0, 0, nx).Reshape(x.ShapeArray), packed.Slice(0, nx, nx + d), packed.Slice(0, nx + d, nx + 2 * d)];
+            return packed.Unpack(x.ShapeArray, w.ShapeArray, c.Inputs[2].ShapeArray);
         });
 
     private static (int[], DType) NormShape(string op, Node[] i)

@@ -124,16 +124,8 @@ public static class Ops
         var inputs = new List<Tensor> { stepSize, denomScale, decay, gradScale };
         for (int k = 0; k < p.Count; k++) { inputs.Add(p[k]); inputs.Add(g[k]); inputs.Add(m[k]); inputs.Add(v[k]); }
         var packed = Tensor.Apply(OpTable.AdamWUpdate, new AdamWAttrs(beta1, beta2, eps), [.. inputs]);
-        var result = new (Tensor, Tensor, Tensor)[p.Count];
-        int at = 0;
-        for (int k = 0; k < p.Count; k++)
-        {
-            int n = (int)p[k].Numel;
-            var shape = p[k].ShapeArray;
-            result[k] = (packed.Slice(0, at, at + n).Reshape(shape), packed.Slice(0, at + n, at + 2 * n).Reshape(shape), packed.Slice(0, at + 2 * n, at + 3 * n).Reshape(shape));
-            at += 3 * n;
-        }
-        return result;
+        var parts = packed.Unpack(p.SelectMany(t => new[] { t.ShapeArray, t.ShapeArray, t.ShapeArray }).ToArray());   // p', m', v' per parameter
+        return Enumerable.Range(0, p.Count).Select(k => (parts[3 * k], parts[3 * k + 1], parts[3 * k + 2])).ToArray();
     }
 
     /// <summary>

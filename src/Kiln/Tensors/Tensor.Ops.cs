@@ -166,6 +166,21 @@ public sealed partial class Tensor
 
     public Tensor Flatten() => Reshape(-1);
 
+    /// <summary>A flat tensor that packs several results one after another (multi-output kernels such as the
+    /// fused backward passes), split back into views of the given shapes.</summary>
+    internal Tensor[] Unpack(params int[][] shapes)
+    {
+        var parts = new Tensor[shapes.Length];
+        int at = 0;
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            int n = (int)Shapes.Numel(shapes[i]);
+            parts[i] = Slice(0, at, at + n).Reshape(shapes[i]);
+            at += n;
+        }
+        return parts;
+    }
+
     // ---------- structured ----------
     public Tensor Softmax(int axis = -1) => Apply(OpTable.Softmax, new IntAttrs(Shapes.Axis(axis, Rank, "softmax")), this);
     public Tensor LogSoftmax(int axis = -1) => Apply(OpTable.LogSoftmax, new IntAttrs(Shapes.Axis(axis, Rank, "log_softmax")), this);
