@@ -175,7 +175,11 @@ public sealed class CudaKernels : IDisposable
         CheckRows(rows, cols);
         if (rows == 0 || cols == 0) return;
         bool vec = Vec(cols, dtype, x, y);
-        Kernel("softmax", name + Suffix(dtype)).Launch((int)rows, RowThreads(cols, vec), 0, stream, x, y, cols, vec ? 1 : 0);
+        // Register path: 256 threads (fewer for short rows) holding K groups of four each, K the smallest of
+        // 1, 2, 4, 8 that covers the row; longer rows use the online two-read form.
+        int groups = (cols + 3) / 4, threads = Math.Clamp((groups + 31) / 32 * 32, 32, 256), regs = 0;
+        if (vec) foreach (int k in (int[])[1, 2, 4, 8]) if (groups <= threads * k) { regs = k; break; }
+        Kernel("softmax", name + Suffix(dtype)).Launch((int)rows, regs > 0 ? threads : RowThreads(cols, vec), 0, stream, x, y, cols, vec ? 1 : 0, regs);
     }
 
     /// <summary>Softmax backward from the output y: dx = y ⊙ (g − Σ g⊙y) per row (fp32).</summary>

@@ -69,6 +69,9 @@ public sealed unsafe class CudaKernel
 
     internal CudaKernel(CudaModule module, string name, IntPtr handle) { Module = module; Name = name; Handle = handle; }
 
+    /// <summary>Told of every launch this thread makes while it captures a CUDA Graph (null otherwise).</summary>
+    [ThreadStatic] internal static ILaunchRecorder? Recorder;
+
     /// <summary>Queues the kernel on <paramref name="stream"/> (null: the legacy default stream).</summary>
     public void Launch(Dim3 grid, Dim3 block, int sharedBytes, CudaStream? stream, params ReadOnlySpan<KernelArg> args)
     {
@@ -79,5 +82,12 @@ public sealed unsafe class CudaKernel
         Cu.Check(CuNative.cuLaunchKernel(Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes,
             CudaStream.Of(stream), ptrs, null), "cuLaunchKernel",
             $"kernel '{Name}', grid ({grid.X},{grid.Y},{grid.Z}), block ({block.X},{block.Y},{block.Z}), {sharedBytes} B shared");
+        Recorder?.Launched(this, grid, block, sharedBytes, stream, args);
     }
+}
+
+/// <summary>Sees the kernel launches of a capture, so their graph nodes can be re-pointed later.</summary>
+internal interface ILaunchRecorder
+{
+    void Launched(CudaKernel kernel, Dim3 grid, Dim3 block, int sharedBytes, CudaStream? stream, ReadOnlySpan<KernelArg> args);
 }

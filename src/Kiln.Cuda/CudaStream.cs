@@ -84,6 +84,29 @@ public sealed class CudaGraphExec : IDisposable
 
     public void Launch(CudaStream stream) => Cu.Check(Native.CuNative.cuGraphLaunch(Handle, stream.Handle), "cuGraphLaunch");
 
+    /// <summary>Replaces the arguments of one kernel node for future launches (launches already queued keep theirs).</summary>
+    internal unsafe void SetKernelArgs(IntPtr node, CudaKernel kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<ulong> args)
+    {
+        int n = args.Length;
+        ulong* slots = stackalloc ulong[Math.Max(n, 1)];
+        void** ptrs = stackalloc void*[Math.Max(n, 1)];
+        for (int i = 0; i < n; i++) { slots[i] = args[i]; ptrs[i] = &slots[i]; }
+        var p = new Native.KernelNodeParams
+        {
+            Func = kernel.Handle, GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z,
+            SharedMemBytes = (uint)sharedBytes, KernelParams = ptrs,
+        };
+        Cu.Check(Native.CuNative.cuGraphExecKernelNodeSetParams_v2(Handle, node, &p), "cuGraphExecKernelNodeSetParams_v2", $"kernel '{kernel.Name}'");
+    }
+
+    /// <summary>The graph node the last operation queued on a capturing stream became.</summary>
+    internal static unsafe IntPtr LastCapturedNode(CudaStream stream)
+    {
+        int status; ulong id; IntPtr graph; IntPtr* deps; IntPtr edges; nuint count;
+        Cu.Check(Native.CuNative.cuStreamGetCaptureInfo_v3(stream.Handle, &status, &id, &graph, &deps, &edges, &count), "cuStreamGetCaptureInfo_v3");
+        return count == 1 ? deps[0] : IntPtr.Zero;
+    }
+
     public void Dispose()
     {
         if (Handle == IntPtr.Zero) return;

@@ -118,6 +118,18 @@ public class EngineTests
     }
 
     [Fact]
+    public void VectorizedElementwiseHandlesTailsScalarsAndMisalignedViews()
+    {
+        // 1003 = 250 groups of four + a tail of 3; the slice at offset 1 is not 16-byte aligned (scalar path),
+        // the one at offset 4 is (vector path over a view).
+        var a = Tensor.RandomNormal([1003], 1); var b = Tensor.RandomNormal([1003], 2); var c = Tensor.RandomNormal([1030], 3);
+        Same(x => (x[0] * x[1] + 0.5).Tanh(), [a, b], "dense vec4 with tail");
+        Same(x => x[0].Slice(0, 1, 1004) * 2 - x[1], [c, a], "misaligned view");
+        Same(x => x[0].Slice(0, 4, 1007).Exp() + x[1], [c, a], "aligned view");
+        Same(x => x[0].Cast(DType.Int32).Cast(DType.Float32), [c], "4-byte casts");
+    }
+
+    [Fact]
     public void UnsupportedOpNamesItselfAndTheDevice()
     {
         var d = Cuda();
@@ -159,5 +171,98 @@ public class CudaGraphTests
         var results = new List<Tensor>();
         for (int step = 0; step < 4; step++) results.Add((Tensor.FromArray(new[] { step, step + 1f }, device: d) * 2).Eval());
         for (int step = 0; step < 4; step++) Assert.Equal(new[] { 2f * step, 2f * step + 2 }, results[step].ToArray<float>());
+    }
+
+    private static (Device, CudaBackend) Backend()
+    {
+        Gpu.Context();
+        KilnCuda.Register();
+        var d = Device.Cuda(0);
+        return (d, (CudaBackend)Backends.For(d));
+    }
+
+    // softmax (a hand-written kernel) then RMSNorm with a weight then a fused elementwise tail: only our kernels
+    // touch x and the result, so replays read x in place and write a fresh buffer each time.
+    private static Tensor Layer(Tensor x, Tensor w) => (Ops.RmsNorm(x.Softmax(-1) * 3, w) * 0.5 + 1).Tanh();
+
+    [Fact]
+    public void ReplaysReadInputsInPlaceAndHandOutFreshOutputsThatLaterReplaysDoNotTouch()
+    {
+        var (d, backend) = Backend();
+        var w = Tensor.RandomNormal([96], 7).To(d).Eval();
+        var inputs = Enumerable.Range(0, 6).Select(s => Tensor.RandomNormal([12, 96], 300 + s)).ToArray();
+        long bound0 = backend.InputsBound, handed0 = backend.OutputsHandedOut, copied0 = backend.OutputsCopied, captures0 = backend.Captures;
+        // Every result is kept until the end: a replay writing into an earlier result's memory would show here.
+        var results = inputs.Select(x => Layer(x.To(d).Eval(), w).Eval()).ToArray();
+        for (int s = 0; s < inputs.Length; s++)
+        {
+            var expected = Layer(inputs[s], w.To(Device.Cpu)).ToArray<float>();
+            var got = results[s].ToArray<float>();
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-5, $"step {s} [{i}]: {expected[i]} vs {got[i]}");
+        }
+        Assert.Equal(1, backend.Captures - captures0);
+        Assert.True(backend.InputsBound - bound0 >= 4, $"inputs bound in place: {backend.InputsBound - bound0}");
+        Assert.True(backend.OutputsHandedOut - handed0 >= 5, $"outputs handed out: {backend.OutputsHandedOut - handed0}");
+        Assert.Equal(0, backend.OutputsCopied - copied0);
+    }
+
+    [Fact]
+    public void InputsAndOutputsCuBlasSeesAreStagedAndCopiedAndStillRight()
+    {
+        var (d, backend) = Backend();
+        var w = Tensor.RandomNormal([64, 32], 1).To(d).Eval();
+        long staged0 = backend.InputsStaged, copied0 = backend.OutputsCopied;
+        for (int s = 0; s < 5; s++)
+        {
+            var x = Tensor.RandomNormal([16, 64], 400 + s);
+            var expected = x.MatMul(w.To(Device.Cpu)).ToArray<float>();   // the GEMM writes the output itself
+            var got = x.To(d).Eval().MatMul(w).ToArray<float>();
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-4, $"step {s} [{i}]");
+        }
+        Assert.True(backend.InputsStaged - staged0 >= 4, $"staged: {backend.InputsStaged - staged0}");
+        Assert.True(backend.OutputsCopied - copied0 >= 4, $"copied: {backend.OutputsCopied - copied0}");
+    }
+
+    [Fact]
+    public void WithRebindingOffReplaysStageAndCopyAndGiveTheSameValues()
+    {
+        var (d, backend) = Backend();
+        var w = Tensor.RandomNormal([40], 8).To(d).Eval();
+        var inputs = Enumerable.Range(0, 4).Select(s => Tensor.RandomNormal([5, 40], 500 + s)).ToArray();
+        long bound0 = backend.InputsBound, handed0 = backend.OutputsHandedOut;
+        CudaBackend.RebindEnabled = false;
+        try
+        {
+            var results = inputs.Select(x => Layer(x.To(d).Eval(), w).Eval()).ToArray();
+            for (int s = 0; s < inputs.Length; s++)
+                Assert.Equal(Layer(inputs[s], w.To(Device.Cpu)).ToArray<float>(), results[s].ToArray<float>(), (a, b) => Math.Abs(a - b) < 1e-5);
+        }
+        finally { CudaBackend.RebindEnabled = true; }
+        Assert.Equal(0, backend.InputsBound - bound0);
+        Assert.Equal(0, backend.OutputsHandedOut - handed0);
+    }
+
+    [Fact]
+    public void TheLeastRecentlyUsedGraphIsDroppedAboveTheLimitAndRecapturedWhenNeeded()
+    {
+        var (d, backend) = Backend();
+        int saved = CudaBackend.MaxGraphs;
+        CudaBackend.MaxGraphs = 2;
+        try
+        {
+            long evictions0 = backend.Evictions, captures0 = backend.Captures;
+            int[] sizes = [11, 13, 17];   // three plans, round robin: with room for two, each capture drops the oldest
+            for (int round = 0; round < 4; round++)
+                foreach (int n in sizes)
+                {
+                    var x = Tensor.RandomNormal([n], 600 + round * 10 + n);
+                    var expected = (x * 1.5 - 0.25).Exp().ToArray<float>();
+                    var got = (x.To(d) * 1.5 - 0.25).Exp().ToArray<float>();
+                    for (int i = 0; i < n; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 1e-5 * Math.Abs(expected[i]) + 1e-6, $"round {round} n {n} [{i}]");
+                }
+            Assert.True(backend.Evictions - evictions0 >= 2, $"evictions: {backend.Evictions - evictions0}");
+            Assert.True(backend.Captures - captures0 >= 4, $"captures: {backend.Captures - captures0}");
+        }
+        finally { CudaBackend.MaxGraphs = saved; }
     }
 }

@@ -1,8 +1,9 @@
-// The engine's CUDA backend (first slice of issue 5): runs plan nodes on one GPU. Covered: views, elementwise
-// ops and fused elementwise groups (CUDA C generated per program, see CudaCodegen), casts, sum/mean/max
-// reductions, and matmul through cuBLASLt; float32/float64 (ints for casts and copies). Everything runs on the
-// legacy default stream in order, so a download (which synchronizes) sees every earlier kernel. Ops without a
-// CUDA kernel yet fail with an error naming the op. Not yet: hand-written row kernels, CUDA Graph replay.
+// The engine's CUDA backend: runs plan nodes on one GPU. Views, elementwise ops and fused elementwise groups
+// (CUDA C generated per program, see CudaCodegen), casts, sum/mean/max reductions, matmul and its fused forms
+// through cuBLASLt, and the hand-written kernels of CudaModelOps/CudaDecodeOps; float32/float64 (ints for casts
+// and copies). Eager work runs on the legacy default stream in order, so a download (which synchronizes) sees
+// every earlier kernel; repeated plans are captured and replayed as CUDA Graphs (CudaGraphs.cs). Ops without a
+// CUDA kernel fail with an error naming the op and the device.
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Kiln.Graph;
@@ -183,20 +184,27 @@ internal sealed partial class CudaBackend : IDeviceBackend
         var inTypes = x.Select(i => i.DType).ToArray();
         bool[] scalar = x.Select(i => i.Numel == 1).ToArray();
         bool dense = x.All(i => i.Numel == 1 || (i.IsContiguous && Shapes.Equal(i.Shape, shape)));
-        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) : "");
-        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null));
         var o = into ?? Allocate(outType, shape);
         long n = o.Numel;
         if (n == 0) return o;
+        // 16-byte vector accesses when every dense operand starts 16-byte aligned (a re-pointed graph keeps
+        // each buffer's alignment, see CudaGraphs.Bind).
+        bool vec4 = dense && n >= 4 && CudaCodegen.Vector4Eligible(outType, inTypes, scalar) && Aligned16(o)
+            && x.Select((v, k) => scalar[k] || Aligned16(v)).All(b => b);
+        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) + (vec4 ? "/v4" : "") : "");
+        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null, vec4));
         var meta = Meta(shape, x);
         Span<KernelArg> args = stackalloc KernelArg[3 + x.Length];
         args[0] = KernelArg.Pointer(Ptr(o)); args[1] = n; args[2] = KernelArg.Pointer(meta.Pointer);
         for (int k = 0; k < x.Length; k++) args[3 + k] = KernelArg.Pointer(Ptr(x[k]));
-        int blocks = (int)Math.Min((n + Threads - 1) / Threads, 65535L * 8);
+        long work = vec4 ? n / 4 : n;
+        int blocks = (int)Math.Max(1, Math.Min((work + Threads - 1) / Threads, 65535L * 8));
         kernel.Launch(blocks, Threads, 0, _current, args);
         Interlocked.Increment(ref Launches);
         return o;
     }
+
+    private static bool Aligned16(Realised v) => (Ptr(v) + (ulong)(v.Offset * v.DType.SizeInBytes())) % 16 == 0;
 
     /// <summary>[rank, shape, per input: offset, strides aligned to the output (0 where broadcast)], cached per content.</summary>
     private DeviceBuffer Meta(int[] shape, Realised[] x)
@@ -343,6 +351,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         int size = a.DType.SizeInBytes();
         if (a.DType == DType.Float32)
         {
+            Foreign(Ptr(ad)); Foreign(Ptr(bd)); Foreign(Ptr(o));   // cuBLASLt's kernels: their arguments are not ours to re-point
             for (long i = 0; i < batches; i++)
                 _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
                     Ptr(o) + (ulong)(i * m * n * size), stream: _current);

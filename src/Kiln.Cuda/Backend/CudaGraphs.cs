@@ -1,10 +1,19 @@
 // Batched submission: a plan that runs a second time is captured once into a CUDA Graph and from then on
-// replayed as one submission (cuGraphLaunch) instead of one launch per kernel. Capturing needs stable
-// addresses, so the plan gets its own memory: its inputs are staged into dense buffers it owns (a copy is
-// skipped when an input is the same immutable value as last time), and every intermediate comes from an
-// arena recorded during a preparing run and handed out again, in the same order, while capturing. Outputs
-// are copied out of the arena into fresh buffers, so a replay never overwrites what a user holds.
-// KILN_DISABLE=cudagraph runs the same kernels with plain launches.
+// replayed as one submission (cuGraphLaunch) instead of one launch per kernel. Capturing needs fixed
+// addresses, so the plan gets its own memory: staging buffers for its inputs and an arena for every
+// intermediate, recorded during a preparing run and handed out again, in the same order, while capturing.
+//
+// A replay moves as little data as it can. Every kernel launch of the capture is recorded with the graph node
+// it became, so a buffer that only our own kernels touch can be re-pointed (cuGraphExecKernelNodeSetParams):
+// - an input is bound to the caller's buffer itself instead of being copied into the staging buffer;
+// - an output gets a fresh buffer from the allocator each replay, and the kernels that write it are pointed
+//   there, so the caller keeps it and the next replay cannot overwrite it.
+// A buffer that cuBLASLt, a memcpy or a device-side pointer table (multi-tensor AdamW) also sees cannot be
+// re-pointed (its address is inside code or memory we do not patch): such inputs are staged (skipped when the
+// same value as last time) and such outputs are copied out of the arena. KILN_DISABLE=cudarebind stages and
+// copies everything; KILN_DISABLE=cudagraph runs the same kernels with plain launches.
+// At most MaxGraphs instantiated graphs are kept; the least recently replayed is dropped (and re-captured if
+// its plan runs again).
 using System.Runtime.CompilerServices;
 using Kiln.Graph;
 using Kiln.Runtime;
@@ -14,21 +23,31 @@ namespace Kiln.Cuda.Backend;
 internal sealed partial class CudaBackend : IPlanRunner
 {
     private readonly ConditionalWeakTable<Plan, PlanGraph> _graphs = new();
+    private readonly LinkedList<PlanGraph> _recent = new();   // instantiated graphs, least recently replayed first
     private CudaStream? _streamField;
     private CudaStream? _current;   // null: the legacy default stream (eager); the graph stream while capturing or replaying
     private Arena? _arena;
+    private CaptureLog? _log;
 
-    /// <summary>Graphs captured and replays launched (tests check that a plan hit does not capture again).</summary>
-    public long Captures, Replays;
+    /// <summary>Graphs captured, replays launched, graphs dropped by the LRU limit, and per replay: inputs used in
+    /// place, inputs copied into staging, outputs handed out without a copy, outputs copied out (tests read these).</summary>
+    public long Captures, Replays, Evictions, InputsBound, InputsStaged, OutputsHandedOut, OutputsCopied;
 
     /// <summary>Test hook: false runs every plan node by node (as KILN_DISABLE=cudagraph does).</summary>
     internal static bool GraphsEnabled = !Settings.IsDisabled("cudagraph");
+
+    /// <summary>Test hook: false stages every input and copies every output (as KILN_DISABLE=cudarebind does).</summary>
+    internal static bool RebindEnabled = !Settings.IsDisabled("cudarebind");
+
+    /// <summary>Instantiated graphs kept per device (KILN_CUDA_GRAPHS, default 256).</summary>
+    internal static int MaxGraphs = int.TryParse(Environment.GetEnvironmentVariable("KILN_CUDA_GRAPHS"), out var g) && g > 0 ? g : 256;
 
     private CudaStream GraphStream => _streamField ??= new CudaStream(_context, nonBlocking: false);
 
     public Dictionary<int, Realised>? TryRun(Plan plan, Realised[] inputs)
     {
-        if (!GraphsEnabled || plan.Nodes.Any(ReadsHostScalar)) return null;
+        // Plans without kernels (an upload, views) gain nothing from a graph: staging would only add copies.
+        if (!GraphsEnabled || plan.Nodes.Any(ReadsHostScalar) || plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View)) return null;
         var pg = _graphs.GetValue(plan, _ => new PlanGraph());
         lock (pg)
         {
@@ -38,11 +57,18 @@ internal sealed partial class CudaBackend : IPlanRunner
             try
             {
                 if (pg.Exec is null) Capture(plan, inputs, pg);
-                Stage(inputs, pg);
+                Touch(pg);
+                Bind(inputs, pg);
+                var fresh = RebindOutputs(pg);
+                Patch(pg);
                 pg.Exec!.Launch(GraphStream);
                 Interlocked.Increment(ref Replays);
                 var outs = new Dictionary<int, Realised>();
-                foreach (var (i, v) in pg.Outputs) outs[i] = Copy(v);
+                foreach (var (i, v, group) in pg.Outputs)
+                {
+                    if (group >= 0) { outs[i] = new Realised(fresh[group], v.Offset, v.Shape, v.Strides); Interlocked.Increment(ref OutputsHandedOut); }
+                    else { outs[i] = Copy(v); Interlocked.Increment(ref OutputsCopied); }
+                }
                 return outs;
             }
             catch (CudaException e) when (pg.Exec is null)
@@ -52,13 +78,16 @@ internal sealed partial class CudaBackend : IPlanRunner
                 if (Settings.Log.Contains("plan")) Console.Error.WriteLine($"[kiln cuda] plan not captured, running eagerly: {e.Message}");
                 return null;
             }
-            finally { _current = null; _arena = null; }
+            finally { _current = null; _arena = null; _log = null; CudaKernel.Recorder = null; }
         }
     }
 
     /// <summary>Ops whose CUDA form reads a count back to the host (decode with a KV cache): not capturable.</summary>
     private static bool ReadsHostScalar(Node n) =>
         (ReferenceEquals(n.Op, OpTable.Attention) && n.InputArray.Length == 4) || (ReferenceEquals(n.Op, OpTable.Rope) && n.InputArray.Length == 2);
+
+    /// <summary>During a capture: <paramref name="pointer"/> is handed to code whose use of it cannot be re-pointed later.</summary>
+    private void Foreign(ulong pointer) => _log?.Foreign.Add(pointer);
 
     private void Capture(Plan plan, Realised[] inputs, PlanGraph pg)
     {
@@ -69,17 +98,63 @@ internal sealed partial class CudaBackend : IPlanRunner
         _arena = new Arena(_alloc);
         ExecuteAll(plan, pg.Staged);
         _arena.Replay();
+        _log = new CaptureLog(GraphStream);
+        CudaKernel.Recorder = _log;
         GraphStream.BeginCapture(StreamCaptureMode.ThreadLocal);
         Realised[] vals;
         try { vals = ExecuteAll(plan, pg.Staged); }
         catch { try { GraphStream.EndCapture().Dispose(); } catch (CudaException) { } throw; }
-        using var graph = GraphStream.EndCapture();
-        pg.Exec = graph.Instantiate();
+        finally { CudaKernel.Recorder = null; }
+        pg.Graph = GraphStream.EndCapture();   // kept: its node handles address the exec's nodes when re-pointing
+        pg.Exec = pg.Graph.Instantiate();
         pg.Arena = _arena;
-        _arena = null;   // the outputs' copies below come from the ordinary allocator
-        pg.Outputs = plan.OwnersOf.Select((o, i) => (o, i)).Where(t => t.o.Length > 0).Select(t => (t.i, vals[t.i])).ToArray();
+        _arena = null;   // the outputs' copies come from the ordinary allocator
+        var outputs = plan.OwnersOf.Select((o, i) => (o, i)).Where(t => t.o.Length > 0).Select(t => (t.i, vals[t.i])).ToArray();
+        Relocatable(pg, outputs, _log);
         Interlocked.Increment(ref Captures);
+        Evict();
     }
+
+    /// <summary>
+    /// Decides which staged inputs and output buffers can be re-pointed: those whose address reached only our
+    /// own recorded kernel launches. Records, per launch, which arguments point into which of them.
+    /// </summary>
+    private void Relocatable(PlanGraph pg, (int Node, Realised Value)[] outputs, CaptureLog log)
+    {
+        bool ok = RebindEnabled && !log.Broken;
+        bool Free(Binding b) => ok && !log.Foreign.Any(b.Contains);
+        pg.Inputs = pg.Staged!.Select(s => new Binding(Mem(s).Pointer, Mem(s).Bytes)).Select(b => Free(b) ? b : null).ToArray();
+        var groups = new List<(Runtime.Buffer Captured, Binding B)>();
+        var outs = new List<(int, Realised, int)>();
+        foreach (var (i, v) in outputs)
+        {
+            int g = groups.FindIndex(t => ReferenceEquals(t.Captured, v.Buffer));
+            if (g < 0 && v.Buffer.DeviceMemory is CudaMemory m && pg.Arena!.Owns(m)
+                && !outputs.Any(o => !ReferenceEquals(o.Value.Buffer, v.Buffer) && ReferenceEquals(o.Value.Buffer.DeviceMemory, m))
+                && new Binding(m.Pointer, m.Bytes) is var b && Free(b))
+            {
+                groups.Add((v.Buffer, b));
+                g = groups.Count - 1;
+            }
+            outs.Add((i, v, g));
+        }
+        pg.Outputs = outs.ToArray();
+        pg.OutputGroups = groups.ToArray();
+        var all = pg.Inputs.OfType<Binding>().Concat(groups.Select(t => t.B)).ToArray();
+        pg.Launches = log.Launches.ToArray();
+        pg.Uses = new (int Arg, Binding B)[pg.Launches.Length][];
+        for (int l = 0; l < pg.Launches.Length; l++)
+        {
+            var uses = new List<(int, Binding)>();
+            var args = pg.Launches[l].Args;
+            for (int a = 0; a < args.Length; a++)
+                foreach (var b in all)
+                    if (b.Contains(args[a])) { uses.Add((a, b)); b.Launches.Add(l); }
+            pg.Uses[l] = uses.ToArray();
+        }
+    }
+
+    private static CudaMemory Mem(Realised r) => (CudaMemory)r.Buffer.DeviceMemory!;
 
     /// <summary>Runs the plan's nodes in order over device inputs; every value is kept (they live in the arena).</summary>
     private Realised[] ExecuteAll(Plan plan, Realised[] inputs)
@@ -101,13 +176,134 @@ internal sealed partial class CudaBackend : IPlanRunner
     private void Stage(Realised[] inputs, PlanGraph pg)
     {
         for (int k = 0; k < inputs.Length; k++)
+            if (!SameSource(pg, k, inputs[k])) StageOne(inputs[k], pg, k);
+    }
+
+    private static bool SameSource(PlanGraph pg, int k, Realised v) =>
+        pg.Sources![k] is { } last && ReferenceEquals(last.Buffer, v.Buffer) && last.Offset == v.Offset && last.Strides.AsSpan().SequenceEqual(v.Strides);
+
+    private void StageOne(Realised v, PlanGraph pg, int k)
+    {
+        var source = v;
+        if (!v.Buffer.OnDevice) v = Upload(v);
+        Copy(v, into: pg.Staged![k]);
+        pg.Sources![k] = source;   // kept alive so its buffer cannot be reused under the same identity
+        if (k < pg.Inputs.Length && pg.Inputs[k] is { } b) b.Current = b.Original;   // (no bindings yet while capturing)
+        Interlocked.Increment(ref InputsStaged);
+    }
+
+    /// <summary>Points each re-pointable input at the caller's buffer (dense, on this device, aligned); stages the rest.</summary>
+    private void Bind(Realised[] inputs, PlanGraph pg)
+    {
+        for (int k = 0; k < inputs.Length; k++)
         {
             var v = inputs[k];
-            var last = pg.Sources![k];
-            if (last is not null && ReferenceEquals(last.Buffer, v.Buffer) && last.Offset == v.Offset && last.Strides.AsSpan().SequenceEqual(v.Strides)) continue;
-            if (!v.Buffer.OnDevice) v = Upload(v);
-            Copy(v, into: pg.Staged![k]);
-            pg.Sources[k] = inputs[k];   // kept alive so its buffer cannot be reused under the same identity
+            if (SameSource(pg, k, v)) continue;
+            if (pg.Inputs[k] is { } b && v.Buffer.DeviceMemory is CudaMemory m && ReferenceEquals(m.Device, _device) && v.IsContiguous
+                && (m.Pointer + (ulong)(v.Offset * v.DType.SizeInBytes())) is var data && data % 256 == b.Original % 256)
+            {
+                b.Current = data;   // the staged address was 256-aligned; vectorized kernels chose their path on it
+                pg.Sources![k] = v;
+                Interlocked.Increment(ref InputsBound);
+            }
+            else StageOne(v, pg, k);
+        }
+    }
+
+    /// <summary>A fresh buffer for every re-pointable output group (the caller owns it after the replay).</summary>
+    private Runtime.Buffer[] RebindOutputs(PlanGraph pg)
+    {
+        var fresh = new Runtime.Buffer[pg.OutputGroups.Length];
+        for (int g = 0; g < fresh.Length; g++)
+        {
+            var (captured, b) = pg.OutputGroups[g];
+            var mem = _alloc.Rent(b.Bytes);
+            b.Current = mem.Pointer;
+            fresh[g] = new Runtime.Buffer(captured.DType, mem, captured.Length);
+        }
+        return fresh;
+    }
+
+    /// <summary>Re-points every recorded launch whose buffers moved since the exec last saw them.</summary>
+    private void Patch(PlanGraph pg)
+    {
+        var dirty = new HashSet<int>();
+        foreach (var b in pg.Inputs.OfType<Binding>().Concat(pg.OutputGroups.Select(t => t.B)))
+            if (b.Current != b.Applied) { dirty.UnionWith(b.Launches); b.Applied = b.Current; }
+        Span<ulong> args = stackalloc ulong[64];
+        foreach (int l in dirty)
+        {
+            var rec = pg.Launches[l];
+            var a = rec.Args.Length <= args.Length ? args[..rec.Args.Length] : new ulong[rec.Args.Length];
+            rec.Args.CopyTo(a);
+            foreach (var (arg, b) in pg.Uses[l]) a[arg] = rec.Args[arg] - b.Original + b.Current;
+            pg.Exec!.SetKernelArgs(rec.Node, rec.Kernel, rec.Grid, rec.Block, rec.Shared, a);
+        }
+    }
+
+    /// <summary>Marks <paramref name="pg"/> most recently used.</summary>
+    private void Touch(PlanGraph pg)
+    {
+        lock (_recent)
+        {
+            if (pg.Recent is not null) _recent.Remove(pg.Recent);
+            pg.Recent = _recent.AddLast(pg);
+        }
+    }
+
+    /// <summary>Drops the least recently replayed graphs above MaxGraphs (a graph busy on another thread is skipped).</summary>
+    private void Evict()
+    {
+        lock (_recent)
+        {
+            var node = _recent.First;
+            while (_recent.Count >= MaxGraphs && node is not null)
+            {
+                var next = node.Next;
+                var victim = node.Value;
+                if (Monitor.TryEnter(victim))
+                {
+                    try
+                    {
+                        GraphStream.Synchronize();   // its last replay may still be reading the memory given back below
+                        victim.Drop(_alloc);
+                        _recent.Remove(node);
+                        victim.Recent = null;
+                        Interlocked.Increment(ref Evictions);
+                    }
+                    finally { Monitor.Exit(victim); }
+                }
+                node = next;
+            }
+        }
+    }
+
+    /// <summary>A buffer the captured kernels address: where it was at capture, where it is now, which launches use it.</summary>
+    private sealed class Binding(ulong original, long bytes)
+    {
+        public readonly ulong Original = original;
+        public readonly long Bytes = bytes;
+        public ulong Current = original, Applied = original;
+        public readonly HashSet<int> Launches = [];
+        public bool Contains(ulong p) => p >= Original && p < Original + (ulong)Bytes;
+    }
+
+    private sealed record LaunchRecord(IntPtr Node, CudaKernel Kernel, Dim3 Grid, Dim3 Block, int Shared, ulong[] Args);
+
+    /// <summary>The launches of one capture with their graph nodes, and the pointers given to anything else.</summary>
+    private sealed class CaptureLog(CudaStream stream) : ILaunchRecorder
+    {
+        public readonly List<LaunchRecord> Launches = [];
+        public readonly List<ulong> Foreign = [];
+        public bool Broken;
+
+        public void Launched(CudaKernel kernel, Dim3 grid, Dim3 block, int sharedBytes, CudaStream? on, ReadOnlySpan<KernelArg> args)
+        {
+            var node = ReferenceEquals(on, stream) ? CudaGraphExec.LastCapturedNode(stream) : IntPtr.Zero;
+            if (node == IntPtr.Zero) { Broken = true; return; }   // not a single new node on the capture stream: re-point nothing
+            var bits = new ulong[args.Length];
+            for (int i = 0; i < args.Length; i++) bits[i] = args[i].Bits;
+            Launches.Add(new LaunchRecord(node, kernel, grid, block, sharedBytes, bits));
         }
     }
 
@@ -115,11 +311,28 @@ internal sealed partial class CudaBackend : IPlanRunner
     {
         public int Runs;
         public string? Failed;
+        public CudaGraph? Graph;
         public CudaGraphExec? Exec;
         public Arena? Arena;
         public Realised[]? Staged;
         public Realised?[]? Sources;
-        public (int Node, Realised Value)[] Outputs = [];
+        public Binding?[] Inputs = [];
+        public (Runtime.Buffer Captured, Binding B)[] OutputGroups = [];
+        public (int Node, Realised Value, int Group)[] Outputs = [];
+        public LaunchRecord[] Launches = [];
+        public (int Arg, Binding B)[][] Uses = [];
+        public LinkedListNode<PlanGraph>? Recent;
+
+        /// <summary>Destroys the graph and gives its memory back; the plan is captured again if it runs again.</summary>
+        public void Drop(CudaAllocator alloc)
+        {
+            Exec?.Dispose(); Graph?.Dispose();
+            Exec = null; Graph = null;
+            Arena?.Free();
+            foreach (var s in Staged ?? []) ((CudaMemory)s.Buffer.DeviceMemory!).Free();
+            Arena = null; Staged = null; Sources = null;
+            Inputs = []; OutputGroups = []; Outputs = []; Launches = []; Uses = [];
+        }
     }
 
     /// <summary>Intermediate memory of one captured plan: recorded in order, then handed out again in order.</summary>
@@ -129,6 +342,10 @@ internal sealed partial class CudaBackend : IPlanRunner
         private int _next = -1;
 
         public void Replay() => _next = 0;
+
+        public bool Owns(CudaMemory m) => _blocks.Contains(m);
+
+        public void Free() { foreach (var b in _blocks) b.Free(); _blocks.Clear(); }
 
         public CudaMemory Rent(long bytes)
         {

@@ -72,6 +72,12 @@ internal sealed class CudaMemory : IDeviceMemory
     public void Release()
     {
         if (_pinned) return;
+        Free();
+    }
+
+    /// <summary>Gives the memory back to the cache, pinned or not (a dropped graph's arena and staging buffers).</summary>
+    public void Free()
+    {
         var b = Interlocked.Exchange(ref _buffer, null);
         if (b is null) return;
         GC.SuppressFinalize(this);

@@ -168,6 +168,7 @@ internal sealed partial class CudaBackend
         }
         // The descriptor table depends only on the pointers: stable under a captured graph, so built once there.
         string key = string.Join(",", tensors.Select(t => $"{t.P.Value}:{t.G.Value}:{t.M.Value}:{t.V.Value}:{t.Numel}"));
+        foreach (var t in tensors) { Foreign(t.P.Value); Foreign(t.G.Value); Foreign(t.M.Value); Foreign(t.V.Value); }   // kept in a device-side table
         if (!_adamBatches.TryGetValue(key, out var batch)) _adamBatches[key] = batch = Kern.CreateAdamWBatch(tensors);
         var scalars = Allocate(DType.Float32, [4]);   // stepSize, denomScale, decay, gradScale: device values, so replays see new ones
         for (int k = 0; k < 4; k++) CopyBytes(P(DenseF32(x[k], "adamw_update")), P(scalars).Offset(4 * k), 4);
@@ -178,6 +179,8 @@ internal sealed partial class CudaBackend
 
     private void CopyBytes(DevicePtr from, DevicePtr to, long bytes)
     {
-        if (bytes > 0) Cu.Check(Native.CuNative.cuMemcpyDtoDAsync_v2(to.Value, from.Value, (nuint)bytes, S.Handle), "cuMemcpyDtoDAsync_v2");
+        if (bytes <= 0) return;
+        Foreign(from.Value); Foreign(to.Value);   // a memcpy node: not re-pointable in a captured graph
+        Cu.Check(Native.CuNative.cuMemcpyDtoDAsync_v2(to.Value, from.Value, (nuint)bytes, S.Handle), "cuMemcpyDtoDAsync_v2");
     }
 }

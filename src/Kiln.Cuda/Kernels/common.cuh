@@ -69,6 +69,16 @@ __device__ __forceinline__ float block_sum(float v, float* sh)
     v = lane < nw ? sh[lane] : 0.f;
     return warp_sum(v);
 }
+__device__ __forceinline__ float block_max(float v, float* sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : KILN_NEG_INF;
+    return warp_max(v);
+}
 __device__ __forceinline__ void block_sum2(float& a, float& b, float* sh)
 {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;

@@ -38,10 +38,70 @@ __device__ __forceinline__ void softmax_fwd(const T* __restrict__ x, T* __restri
         }
 }
 
-extern "C" __global__ void softmax_f32(const float* x, float* y, int cols, int vec) { softmax_fwd<float, false>(x, y, cols, vec); }
-extern "C" __global__ void softmax_bf16(const bf16* x, bf16* y, int cols, int vec) { softmax_fwd<bf16, false>(x, y, cols, vec); }
-extern "C" __global__ void log_softmax_f32(const float* x, float* y, int cols, int vec) { softmax_fwd<float, true>(x, y, cols, vec); }
-extern "C" __global__ void log_softmax_bf16(const bf16* x, bf16* y, int cols, int vec) { softmax_fwd<bf16, true>(x, y, cols, vec); }
+// Rows that fit in registers (vec, cols <= 4 * blockDim * K): x is read once, each thread keeps its K groups
+// of four, and every element costs one expf (the online form above pays a rescale per new maximum and reads x
+// twice). This is the path for the usual row lengths (up to 8192 with 256 threads).
+template <typename T, bool LOG, int K>
+__device__ __forceinline__ void softmax_fwd_regs(const T* __restrict__ x, T* __restrict__ y, int cols)
+{
+    __shared__ float sh[64];
+    const T* xr = x + (i64)blockIdx.x * cols;
+    T* yr = y + (i64)blockIdx.x * cols;
+    kf4 v[K];
+    float m = KILN_NEG_INF;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+    {
+        int i = (threadIdx.x + k * blockDim.x) * 4;
+        if (i < cols) { v[k] = ld4(xr, i); m = fmaxf(m, fmaxf(fmaxf(v[k].x, v[k].y), fmaxf(v[k].z, v[k].w))); }
+    }
+    m = block_max(m, sh);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+    {
+        int i = (threadIdx.x + k * blockDim.x) * 4;
+        if (i < cols)
+        {
+            kf4 e; e.x = expf(v[k].x - m); e.y = expf(v[k].y - m); e.z = expf(v[k].z - m); e.w = expf(v[k].w - m);
+            s += (e.x + e.y) + (e.z + e.w);
+            if (!LOG) v[k] = e;
+        }
+    }
+    s = block_sum(s, sh);
+    float lse = m + logf(s), inv = 1.f / s;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+    {
+        int i = (threadIdx.x + k * blockDim.x) * 4;
+        if (i < cols)
+        {
+            kf4 r = v[k];
+            if (LOG) { r.x -= lse; r.y -= lse; r.z -= lse; r.w -= lse; }
+            else { r.x *= inv; r.y *= inv; r.z *= inv; r.w *= inv; }
+            st4(yr, i, r);
+        }
+    }
+}
+
+// regs = K > 0: the register path with K groups of four per thread (vec implied); 0: the general one.
+template <typename T, bool LOG>
+__device__ __forceinline__ void softmax_any(const T* x, T* y, int cols, int vec, int regs)
+{
+    switch (regs)
+    {
+        case 1: softmax_fwd_regs<T, LOG, 1>(x, y, cols); break;
+        case 2: softmax_fwd_regs<T, LOG, 2>(x, y, cols); break;
+        case 4: softmax_fwd_regs<T, LOG, 4>(x, y, cols); break;
+        case 8: softmax_fwd_regs<T, LOG, 8>(x, y, cols); break;
+        default: softmax_fwd<T, LOG>(x, y, cols, vec); break;
+    }
+}
+
+extern "C" __global__ void softmax_f32(const float* x, float* y, int cols, int vec, int regs) { softmax_any<float, false>(x, y, cols, vec, regs); }
+extern "C" __global__ void softmax_bf16(const bf16* x, bf16* y, int cols, int vec, int regs) { softmax_any<bf16, false>(x, y, cols, vec, regs); }
+extern "C" __global__ void log_softmax_f32(const float* x, float* y, int cols, int vec, int regs) { softmax_any<float, true>(x, y, cols, vec, regs); }
+extern "C" __global__ void log_softmax_bf16(const bf16* x, bf16* y, int cols, int vec, int regs) { softmax_any<bf16, true>(x, y, cols, vec, regs); }
 
 // Backward from the output y and the upstream gradient g:
 //   softmax:     dx = y * (g - sum(g * y))

@@ -71,6 +71,23 @@ internal static unsafe partial class CuNative
     [LibraryImport(Lib)] internal static partial int cuGraphExecDestroy(IntPtr graphExec);
     [LibraryImport(Lib)] internal static partial int cuGraphDestroy(IntPtr graph);
     [LibraryImport(Lib)] internal static partial int cuGraphGetNodes(IntPtr graph, IntPtr* nodes, nuint* count);
+    // The node a captured launch became (the stream's current dependency set right after it) and rebinding
+    // its arguments in an instantiated graph (CUDA 12.3+ drivers).
+    [LibraryImport(Lib)] internal static partial int cuStreamGetCaptureInfo_v3(IntPtr stream, int* status, ulong* id, IntPtr* graph,
+        IntPtr** dependencies, IntPtr* edgeData, nuint* count);
+    [LibraryImport(Lib)] internal static partial int cuGraphExecKernelNodeSetParams_v2(IntPtr graphExec, IntPtr node, KernelNodeParams* p);
+}
+
+/// <summary>CUDA_KERNEL_NODE_PARAMS_v2 (cuda.h, CUDA 12.0+): 72 bytes on 64-bit.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct KernelNodeParams
+{
+    public IntPtr Func;
+    public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedMemBytes;
+    public void** KernelParams;
+    public void** Extra;
+    public IntPtr Kern;
+    public IntPtr Ctx;
 }
 
 /// <summary>Numeric values from cuda.h (CUDA 13.0) used by Kiln.</summary>
