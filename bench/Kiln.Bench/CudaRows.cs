@@ -21,7 +21,7 @@ public static class CudaRows
 
     private static IEnumerable<Case> Cases()
     {
-        foreach (var (b, t, d) in new[] { (1, 128, 512), (4, 16, 1024) })
+        foreach (var (b, t, d) in new[] { (1, 128, 512), (4, 16, 512), (4, 16, 1024), (4, 16, 2048) })
         {
             const int r = 8; const double s = 2.0;
             double m = b * t, flops = 2 * m * d * d + 2 * m * d * r + 2 * m * r * d;
@@ -104,7 +104,19 @@ public static class CudaRows
             Array.Sort(times);
             double us = times[samples / 2];
             results.Add(new CudaResult(c.Name, c.Shape, us, c.Unit, c.Rate(us), samples));
-            Console.Error.WriteLine($"[kiln cuda bench] {c.Name}: {us:F1} µs ({c.Rate(us):F2} {c.Unit}), {samples} samples");
+            // Where the host time goes (for the log only): building the lazy graph, then Eval until it returns.
+            var build = new double[101]; var eval = new double[101];
+            for (int i = 0; i < build.Length; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                using var y = run();
+                build[i] = sw.Elapsed.TotalMicroseconds;
+                y.Eval();
+                eval[i] = sw.Elapsed.TotalMicroseconds - build[i];
+                ctx.Synchronize();
+            }
+            Array.Sort(build); Array.Sort(eval);
+            Console.Error.WriteLine($"[kiln cuda bench] {c.Name}: {us:F1} µs ({c.Rate(us):F2} {c.Unit}), {samples} samples; host: build {build[50]:F1} µs, Eval {eval[50]:F1} µs");
         }
         return results;
     }

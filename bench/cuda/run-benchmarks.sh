@@ -32,9 +32,9 @@ case "${1:-}" in
     nvidia-smi -L > "$out/nvidia-smi.txt" 2>&1 || true
     cat "$out/nvidia-smi.txt" || true
     set +e
-    timeout 150 python3 bench/cuda/torch_peer.py --out "$out/torch_cuda.json" --budget 100 2>&1 | tee "$out/torch_cuda.log"
+    timeout 220 python3 bench/cuda/torch_peer.py --out "$out/torch_cuda.json" --budget 180 2>&1 | tee "$out/torch_cuda.log"
     echo "torch_peer.py exit: ${PIPESTATUS[0]}"
-    timeout 120 .gpu-bench/Kiln.Bench cuda --peer "$out/torch_cuda.json" --json "$out/kiln_cuda.json" --root . \
+    timeout 240 .gpu-bench/Kiln.Bench cuda --peer "$out/torch_cuda.json" --json "$out/kiln_cuda.json" --root . \
       > "$out/kiln_cuda.md" 2> "$out/kiln_cuda.log"
     rc=$?
     cat "$out/kiln_cuda.log"

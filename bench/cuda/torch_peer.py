@@ -62,7 +62,7 @@ def scale_copy(x):
 
 def cases():
     """(name, shape text, make inputs, fn, rate(us), unit, compile variants?) in Kiln's row names."""
-    for (b, t, d) in [(1, 128, 512), (4, 16, 1024)]:
+    for (b, t, d) in [(1, 128, 512), (4, 16, 512), (4, 16, 1024), (4, 16, 2048)]:
         r = 8
         m = b * t
         flops = 2 * m * d * d + 2 * m * d * r + 2 * m * r * d

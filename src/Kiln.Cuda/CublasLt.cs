@@ -81,17 +81,38 @@ public sealed unsafe class CublasLt : IDisposable
         _ => $"cublasStatus_t {status}",
     };
 
-    /// <summary>Row-major D[m,n] = alpha * A[m,k] @ B[k,n] + beta * D, all matrices dense and of type
-    /// <paramref name="type"/>, alpha/beta and accumulation in fp32 (or <paramref name="compute"/>).
-    /// Done as the column-major product D^T = B^T A^T, which is the same memory: no transposes.</summary>
+    /// <summary>Row-major D[m,n] = alpha * op(A)[m,k] @ op(B)[k,n] + beta * D, all matrices of type
+    /// <paramref name="type"/>, alpha/beta and accumulation in fp32 (or <paramref name="compute"/>). A is stored
+    /// row-major [m,k], or [k,m] when <paramref name="aTransposed"/> (a transposed view needs no copy); B likewise
+    /// [k,n] or [n,k]. Done as the column-major product D^T = op(B)^T op(A)^T, which is the same memory.</summary>
     public void MatmulRowMajor(int m, int n, int k, CudaDataType type, ulong a, ulong b, ulong d,
         float alpha = 1f, float beta = 0f, CudaStream? stream = null,
         CublasComputeType compute = CublasComputeType.Compute32F, CublasLtEpilogue epilogue = CublasLtEpilogue.Default,
-        ulong bias = 0)
+        ulong bias = 0, bool aTransposed = false, bool bTransposed = false)
     {
-        // Column-major view: D'(n x m, ld n) = A'(n x k, ld n) @ B'(k x m, ld k), A' = row-major B, B' = row-major A.
-        Matmul(CublasOperation.N, CublasOperation.N, n, m, k, type, b, n, a, k, d, n, alpha, beta, stream, compute, epilogue, bias);
+        // Column-major view: D'(n x m, ld n) = B'(n x k) @ A'(k x m). Row-major B [k,n] is column-major n x k
+        // with ld n (no op); row-major [n,k] (B transposed) is column-major k x n with ld k, so op T.
+        Matmul(bTransposed ? CublasOperation.T : CublasOperation.N, aTransposed ? CublasOperation.T : CublasOperation.N, n, m, k, type,
+            b, bTransposed ? k : n, a, aTransposed ? m : k, d, n, alpha, beta, stream, compute, epilogue, bias);
     }
+
+    /// <summary>What a GEMM's descriptors and chosen algorithm depend on (pointers only through their alignment).</summary>
+    private readonly record struct GemmKey(CublasOperation TransA, CublasOperation TransB, int M, int N, int K, CudaDataType Type,
+        long Lda, long Ldb, long Ldd, CublasComputeType Compute, CublasLtEpilogue Epilogue, bool Bias, uint AlignA, uint AlignB, uint AlignD);
+
+    /// <summary>Descriptors, layouts and the heuristic's algorithm for one GemmKey, made once (the heuristic
+    /// query alone costs tens of µs of host time) and kept for the handle's life.</summary>
+    private sealed class GemmPlan
+    {
+        public IntPtr Desc, A, B, D;
+        public CublasLtMatmulAlgo Algo;
+    }
+
+    private readonly Dictionary<GemmKey, GemmPlan> _plans = new();
+    private readonly Lock _gate = new();
+
+    /// <summary>The largest power of two up to 256 dividing <paramref name="p"/>: cuBLASLt assumes 256 unless told.</summary>
+    private static uint Alignment(ulong p) => p == 0 ? 256u : (uint)Math.Min(256UL, p & (~p + 1));
 
     /// <summary>Column-major D[m,n] = alpha * op(A) @ op(B) + beta * C with C = D (cuBLAS conventions;
     /// lda/ldb/ldd in elements). The bias, when set with a bias epilogue, has m elements.</summary>
@@ -101,50 +122,76 @@ public sealed unsafe class CublasLt : IDisposable
         CublasLtEpilogue epilogue = CublasLtEpilogue.Default, ulong bias = 0)
     {
         Context.MakeCurrent();
-        IntPtr desc = 0, la = 0, lb = 0, ld = 0, pref = 0;
-        try
+        var key = new GemmKey(transA, transB, m, n, k, type, lda, ldb, ldd, compute, epilogue, bias != 0, Alignment(a), Alignment(b), Alignment(d));
+        lock (_gate)
         {
-            Check(CublasLtNative.cublasLtMatmulDescCreate(&desc, (int)compute, (int)CudaDataType.R32F), "cublasLtMatmulDescCreate");
-            int ta = (int)transA, tb = (int)transB;
-            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.TransA, &ta, sizeof(int)), "cublasLtMatmulDescSetAttribute(TRANSA)");
-            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.TransB, &tb, sizeof(int)), "cublasLtMatmulDescSetAttribute(TRANSB)");
-            if (epilogue != CublasLtEpilogue.Default)
-            {
-                uint ep = (uint)epilogue;
-                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.Epilogue, &ep, sizeof(uint)), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
-            }
+            if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = CreatePlan(key);
             if (bias != 0)
             {
                 ulong bp = bias;
-                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.BiasPointer, &bp, (nuint)sizeof(ulong)), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(plan.Desc, (int)CublasLtMatmulDescAttribute.BiasPointer, &bp, (nuint)sizeof(ulong)), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
             }
-            int aRows = transA == CublasOperation.N ? m : k, aCols = transA == CublasOperation.N ? k : m;
-            int bRows = transB == CublasOperation.N ? k : n, bCols = transB == CublasOperation.N ? n : k;
-            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&la, (int)type, (ulong)aRows, (ulong)aCols, lda), "cublasLtMatrixLayoutCreate(A)");
-            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&lb, (int)type, (ulong)bRows, (ulong)bCols, ldb), "cublasLtMatrixLayoutCreate(B)");
-            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&ld, (int)type, (ulong)m, (ulong)n, ldd), "cublasLtMatrixLayoutCreate(D)");
+            var algo = plan.Algo;
+            Check(CublasLtNative.cublasLtMatmul(Handle, plan.Desc, &alpha, a, plan.A, b, plan.B, &beta, d, plan.D, d, plan.D,
+                &algo, Workspace.Pointer, (nuint)Workspace.Bytes, CudaStream.Of(stream)),
+                "cublasLtMatmul", $"m={m} n={n} k={k} {type} {compute}");
+        }
+    }
+
+    private GemmPlan CreatePlan(GemmKey g)
+    {
+        var plan = new GemmPlan();
+        IntPtr desc = 0, la = 0, lb = 0, ld = 0, pref = 0;
+        bool ok = false;
+        try
+        {
+            Check(CublasLtNative.cublasLtMatmulDescCreate(&desc, (int)g.Compute, (int)CudaDataType.R32F), "cublasLtMatmulDescCreate");
+            int ta = (int)g.TransA, tb = (int)g.TransB;
+            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.TransA, &ta, sizeof(int)), "cublasLtMatmulDescSetAttribute(TRANSA)");
+            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.TransB, &tb, sizeof(int)), "cublasLtMatmulDescSetAttribute(TRANSB)");
+            if (g.Epilogue != CublasLtEpilogue.Default)
+            {
+                uint ep = (uint)g.Epilogue;
+                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.Epilogue, &ep, sizeof(uint)), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
+            }
+            int m = g.M, n = g.N, k = g.K;
+            int aRows = g.TransA == CublasOperation.N ? m : k, aCols = g.TransA == CublasOperation.N ? k : m;
+            int bRows = g.TransB == CublasOperation.N ? k : n, bCols = g.TransB == CublasOperation.N ? n : k;
+            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&la, (int)g.Type, (ulong)aRows, (ulong)aCols, g.Lda), "cublasLtMatrixLayoutCreate(A)");
+            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&lb, (int)g.Type, (ulong)bRows, (ulong)bCols, g.Ldb), "cublasLtMatrixLayoutCreate(B)");
+            Check(CublasLtNative.cublasLtMatrixLayoutCreate(&ld, (int)g.Type, (ulong)m, (ulong)n, g.Ldd), "cublasLtMatrixLayoutCreate(D)");
             Check(CublasLtNative.cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
             ulong ws = (ulong)Workspace.Bytes;
             Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, (int)CublasLtPreferenceAttribute.MaxWorkspaceBytes, &ws, sizeof(ulong)), "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
+            // Only algorithms that work at these pointers' alignment (an offset view or a batch slice need not be
+            // 256-byte aligned, which the heuristic otherwise assumes).
+            uint alA = g.AlignA, alB = g.AlignB, alD = g.AlignD;
+            Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, (int)CublasLtPreferenceAttribute.MinAlignmentABytes, &alA, sizeof(uint)), "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_A_BYTES)");
+            Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, (int)CublasLtPreferenceAttribute.MinAlignmentBBytes, &alB, sizeof(uint)), "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_B_BYTES)");
+            Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, (int)CublasLtPreferenceAttribute.MinAlignmentCBytes, &alD, sizeof(uint)), "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_C_BYTES)");
+            Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, (int)CublasLtPreferenceAttribute.MinAlignmentDBytes, &alD, sizeof(uint)), "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_D_BYTES)");
 
             CublasLtHeuristicResult result;
             int found = 0;
             Check(CublasLtNative.cublasLtMatmulAlgoGetHeuristic(Handle, desc, la, lb, ld, ld, pref, 1, &result, &found),
-                "cublasLtMatmulAlgoGetHeuristic", $"m={m} n={n} k={k} {type} {compute}");
+                "cublasLtMatmulAlgoGetHeuristic", $"m={m} n={n} k={k} {g.Type} {g.Compute}");
             if (found == 0)
                 throw new CudaException("cublasLtMatmulAlgoGetHeuristic", 15, KnownName(15),
-                    "no algorithm for this problem", $"m={m} n={n} k={k} {type} {compute} epilogue {epilogue}");
-            Check(CublasLtNative.cublasLtMatmul(Handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld,
-                &result.Algo, Workspace.Pointer, (nuint)Workspace.Bytes, CudaStream.Of(stream)),
-                "cublasLtMatmul", $"m={m} n={n} k={k} {type} {compute}");
+                    "no algorithm for this problem", $"m={m} n={n} k={k} {g.Type} {g.Compute} epilogue {g.Epilogue}");
+            plan.Desc = desc; plan.A = la; plan.B = lb; plan.D = ld; plan.Algo = result.Algo;
+            ok = true;
+            return plan;
         }
         finally
         {
             if (pref != 0) CublasLtNative.cublasLtMatmulPreferenceDestroy(pref);
-            if (ld != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(ld);
-            if (lb != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(lb);
-            if (la != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(la);
-            if (desc != 0) CublasLtNative.cublasLtMatmulDescDestroy(desc);
+            if (!ok)
+            {
+                if (ld != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(ld);
+                if (lb != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(lb);
+                if (la != 0) CublasLtNative.cublasLtMatrixLayoutDestroy(la);
+                if (desc != 0) CublasLtNative.cublasLtMatmulDescDestroy(desc);
+            }
         }
     }
 
@@ -157,6 +204,15 @@ public sealed unsafe class CublasLt : IDisposable
     {
         if (Handle == IntPtr.Zero) return;
         Context.MakeCurrent();
+        lock (_gate)
+        {
+            foreach (var p in _plans.Values)
+            {
+                CublasLtNative.cublasLtMatrixLayoutDestroy(p.D); CublasLtNative.cublasLtMatrixLayoutDestroy(p.B);
+                CublasLtNative.cublasLtMatrixLayoutDestroy(p.A); CublasLtNative.cublasLtMatmulDescDestroy(p.Desc);
+            }
+            _plans.Clear();
+        }
         Workspace.Dispose();
         Check(CublasLtNative.cublasLtDestroy(Handle), "cublasLtDestroy");
         Handle = IntPtr.Zero;

@@ -102,4 +102,8 @@ public enum CublasLtPreferenceAttribute
 {
     SearchMode = 0,         // uint32
     MaxWorkspaceBytes = 1,  // uint64
+    MinAlignmentABytes = 5, // uint32, default 256
+    MinAlignmentBBytes = 6,
+    MinAlignmentCBytes = 7,
+    MinAlignmentDBytes = 8,
 }

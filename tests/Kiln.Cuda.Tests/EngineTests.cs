@@ -81,6 +81,17 @@ public class EngineTests
         var ba = Tensor.RandomNormal([3, 2, 17, 9], 3, dtype: dt); var bb = Tensor.RandomNormal([2, 9, 5], 4, dtype: dt);
         Same(x => x[0].MatMul(x[1]), [ba, bb], "batched with broadcast", 1e-4);
         Same(x => x[0].T.MatMul(x[1].T), [b, a], "transposed operands", 1e-4);
+        // One weight for all batches (the rows fold into one GEMM), stored transposed as Linear does (x·Wᵀ),
+        // and broadcast with a leading 1; a transposed left operand (x.T·g, a weight gradient).
+        var x3 = Tensor.RandomNormal([4, 7, 33], 5, dtype: dt); var w = Tensor.RandomNormal([20, 33], 6, dtype: dt);
+        Same(x => x[0].MatMul(x[1].T), [x3, w], "batch folded, transposed weight", 1e-4);
+        Same(x => x[0].MatMul(x[1].T.Reshape(1, 33, 20)), [x3, w], "weight with a leading 1", 1e-4);
+        var g = Tensor.RandomNormal([65, 20], 7, dtype: dt);
+        Same(x => x[0].T.MatMul(x[1]), [a, g], "transposed left operand", 1e-4);
+        // Views at odd element offsets: pointers only 4-byte aligned (cuBLASLt must be told, it assumes 256).
+        var big = Tensor.RandomNormal([70, 33], 8, dtype: dt);
+        Same(x => x[0].Slice(0, 1, 66).MatMul(x[1]), [big, b], "offset rows", 1e-4);
+        Same(x => x[0].MatMul(x[1].Slice(0, 3, 23).T), [x3, big], "offset transposed weight", 1e-4);
     }
 
     [Fact]

@@ -344,23 +344,63 @@ internal sealed partial class CudaBackend : IDeviceBackend
         int m = a.Shape[^2], k = a.Shape[^1], n = b.Shape[^1];
         int batchRank = outShape.Length - 2;
         long batches = Shapes.Numel(outShape.AsSpan(0, batchRank));
-        // Dense operands broadcast to the output's batch shape (a copy kernel makes them contiguous).
-        var ad = Dense(a, [.. outShape[..batchRank], m, k]);
-        var bd = Dense(b, [.. outShape[..batchRank], k, n]);
         var o = Allocate(a.DType, outShape);
         int size = a.DType.SizeInBytes();
+        if (a.DType == DType.Float32 && SharedMatrix(b) is { } b2)
+        {
+            // One weight for every batch (x·W with x [..., m, k]): the batch folds into the rows, one GEMM of
+            // batches·m rows, and a transposed weight view (x·Wᵀ, how Linear stores HF weights) is read as is.
+            bool aT = false;
+            Realised ad;
+            if (batches == 1 && Orientation(Matrix(a)) is { } oa) { ad = Matrix(a); aT = oa; }
+            else ad = Dense(a, [.. outShape[..batchRank], m, k]);
+            bool bT = Orientation(b2) ?? false;
+            var bd = Orientation(b2) is null ? Copy(b2) : b2;
+            ulong pa = Ptr(ad) + (ulong)(ad.Offset * size), pb = Ptr(bd) + (ulong)(bd.Offset * size);
+            Foreign(pa); Foreign(pb); Foreign(Ptr(o));   // cuBLASLt's kernels: their arguments are not ours to re-point
+            _blas.Value.MatmulRowMajor((int)(batches * m), n, k, CudaDataType.R32F, pa, pb, Ptr(o), stream: _current, aTransposed: aT, bTransposed: bT);
+            Interlocked.Increment(ref Launches);
+            if (!ReferenceEquals(ad, a) && !ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
+            if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);
+            return o;
+        }
+        // Dense operands broadcast to the output's batch shape (a copy kernel makes them contiguous).
+        var adb = Dense(a, [.. outShape[..batchRank], m, k]);
+        var bdb = Dense(b, [.. outShape[..batchRank], k, n]);
         if (a.DType == DType.Float32)
         {
-            Foreign(Ptr(ad)); Foreign(Ptr(bd)); Foreign(Ptr(o));   // cuBLASLt's kernels: their arguments are not ours to re-point
+            Foreign(Ptr(adb)); Foreign(Ptr(bdb)); Foreign(Ptr(o));
             for (long i = 0; i < batches; i++)
-                _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(ad) + (ulong)((ad.Offset + i * m * k) * size), Ptr(bd) + (ulong)((bd.Offset + i * k * n) * size),
+                _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(adb) + (ulong)((adb.Offset + i * m * k) * size), Ptr(bdb) + (ulong)((bdb.Offset + i * k * n) * size),
                     Ptr(o) + (ulong)(i * m * n * size), stream: _current);
             Interlocked.Add(ref Launches, batches);
         }
-        else NaiveMatMul(ad, bd, o, batches, m, n, k);   // fp64 is for checking, not speed (the cuBLASLt wrapper scales in fp32)
-        if (!ReferenceEquals(ad, a)) Evaluator.Release(ad);
-        if (!ReferenceEquals(bd, b)) Evaluator.Release(bd);
+        else NaiveMatMul(adb, bdb, o, batches, m, n, k);   // fp64 is for checking, not speed (the cuBLASLt wrapper scales in fp32)
+        if (!ReferenceEquals(adb, a)) Evaluator.Release(adb);
+        if (!ReferenceEquals(bdb, b)) Evaluator.Release(bdb);
         return o;
+    }
+
+    /// <summary>b as one [k, n] matrix view when all its batch axes have size 1 (the same matrix for every batch).</summary>
+    private static Realised? SharedMatrix(Realised b)
+    {
+        for (int d = 0; d < b.Shape.Length - 2; d++) if (b.Shape[d] != 1) return null;
+        return Matrix(b);
+    }
+
+    /// <summary>The last two axes of v as a 2-D view (the leading axes must have size 1).</summary>
+    private static Realised Matrix(Realised v) =>
+        v.Shape.Length == 2 ? v : new Realised(v.Buffer, v.Offset, v.Shape[^2..], v.Strides[^2..]);
+
+    /// <summary>false: row-major dense [r, c]; true: a transposed view of a dense [c, r] (column-major); null: neither.</summary>
+    private static bool? Orientation(Realised v)
+    {
+        if (v.Shape.Length != 2) return null;
+        int r = v.Shape[0], c = v.Shape[1];
+        long s0 = v.Strides[0], s1 = v.Strides[1];
+        if ((c == 1 || s1 == 1) && (r == 1 || s0 == c)) return false;
+        if ((r == 1 || s0 == 1) && (c == 1 || s1 == r)) return true;
+        return null;
     }
 
     private void NaiveMatMul(Realised a, Realised b, Realised o, long batches, int m, int n, int k)
