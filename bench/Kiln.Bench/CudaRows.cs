@@ -67,10 +67,47 @@ public static class CudaRows
             var x = Rand([copyElems], 11, dev);
             return () => x * 1.0001;
         }, us => 2 * 256 * MiB / us / 1e3, "GB/s");
+
+        // bf16 rows (fp32 accumulation in the GEMMs).
+        {
+            const int b = 4, t = 512, d = 4096, r = 16; const double s = 2.0;
+            double m = b * t, flops = 2 * m * d * d + 2 * m * d * r + 2 * m * r * d;
+            yield return new Case($"lora_fwd_bf16_{b}x{t}x{d}_r{r}", $"x=({b},{t},{d}) W={d}x{d} r={r} bf16", dev =>
+            {
+                var x = Rand([b, t, d], 21, dev, dtype: DType.BFloat16); var w = Rand([d, d], 22, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16);
+                var a = Rand([d, r], 23, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16); var bb = Rand([r, d], 24, dev, 0.01, dtype: DType.BFloat16);
+                return () => x.MatMul(w) + x.MatMul(a).MatMul(bb) * s;
+            }, us => flops / us / 1e6, "TFLOP/s");
+            yield return new Case($"gemm_xw_bf16_{b}x{t}x{d}", $"x@W, x=({b},{t},{d}) W={d}x{d} bf16 (the LoRA row's floor)", dev =>
+            {
+                var x = Rand([b, t, d], 21, dev, dtype: DType.BFloat16); var w = Rand([d, d], 22, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16);
+                return () => x.MatMul(w);
+            }, us => 2 * m * d * d / us / 1e6, "TFLOP/s");
+        }
+        foreach (var (b, t, d) in new[] { (4, 512, 4096), (16, 2048, 4096) })
+        {
+            double bytes = 2.0 * b * t * d;
+            yield return new Case($"softmax_bf16_{b}x{t}x{d}", $"({b},{t},{d}) bf16, last dim", dev =>
+            {
+                var x = Rand([b, t, d], 25, dev, dtype: DType.BFloat16);
+                return () => x.Softmax(-1);
+            }, us => 2 * bytes / us / 1e3, "GB/s");
+            yield return new Case($"rmsnorm_bf16_{b}x{t}x{d}", $"({b},{t},{d}) bf16, eps 1e-6, weight", dev =>
+            {
+                var x = Rand([b, t, d], 26, dev, dtype: DType.BFloat16); var w = Rand([d], 27, dev, 0.1, 1.0, DType.BFloat16);
+                return () => Ops.RmsNorm(x, w, 1e-6);
+            }, us => 2 * bytes / us / 1e3, "GB/s");
+        }
+        const int big = 8192;
+        yield return new Case("gemm_8192_bf16", "8192³ bf16, fp32 accumulation", dev =>
+        {
+            var x = Rand([big, big], 28, dev, dtype: DType.BFloat16); var w = Rand([big, big], 29, dev, dtype: DType.BFloat16);
+            return () => x.MatMul(w);
+        }, us => 2.0 * big * big * big / us / 1e6, "TFLOP/s");
     }
 
-    private static Tensor Rand(int[] shape, int seed, Device dev, double std = 1, double mean = 0) =>
-        Tensor.RandomNormal(shape, seed, mean, std, device: dev);
+    private static Tensor Rand(int[] shape, int seed, Device dev, double std = 1, double mean = 0, DType dtype = DType.Float32) =>
+        Tensor.RandomNormal(shape, seed, mean, std, dtype: dtype, device: dev);
 
     /// <summary>Registers CUDA and measures every case (or those whose name contains <paramref name="filter"/>).</summary>
     public static List<CudaResult> Measure(string? filter, double secondsPerCase = 1.0)

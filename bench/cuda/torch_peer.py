@@ -87,6 +87,29 @@ def cases():
            matmul, lambda us: 2.0 * n * n * n / us / 1e6, "TFLOP/s", False)
     yield ("copy_256MiB", "x*1.0001, 256 MiB fp32 read + write", lambda: (rand((64 * MIB,), 11),),
            scale_copy, lambda us: 2 * 256 * MIB / us / 1e3, "GB/s", False)
+    # bf16 rows (fp32 accumulation in the GEMMs on both sides).
+    bf = torch.bfloat16
+    b, t, d, r = 4, 512, 4096, 16
+    m = b * t
+    lflops = 2 * m * d * d + 2 * m * d * r + 2 * m * r * d
+    yield (f"lora_fwd_bf16_{b}x{t}x{d}_r{r}", f"x=({b},{t},{d}) W={d}x{d} r={r} bf16",
+           lambda: (rand((b, t, d), 21).to(bf), rand((d, d), 22, d ** -0.5).to(bf),
+                    rand((d, r), 23, d ** -0.5).to(bf), rand((r, d), 24, 0.01).to(bf)),
+           lora_fwd, lambda us: lflops / us / 1e6, "TFLOP/s", True)
+    yield (f"gemm_xw_bf16_{b}x{t}x{d}", f"x@W, x=({b},{t},{d}) W={d}x{d} bf16 (the LoRA row's floor)",
+           lambda: (rand((b, t, d), 21).to(bf), rand((d, d), 22, d ** -0.5).to(bf)),
+           matmul, lambda us: 2 * m * d * d / us / 1e6, "TFLOP/s", False)
+    for (b, t, d) in [(4, 512, 4096), (16, 2048, 4096)]:
+        nbytes = 2.0 * b * t * d
+        yield (f"softmax_bf16_{b}x{t}x{d}", f"({b},{t},{d}) bf16, last dim",
+               lambda b=b, t=t, d=d: (rand((b, t, d), 25).to(bf),),
+               softmax, lambda us, n=nbytes: 2 * n / us / 1e3, "GB/s", True)
+        yield (f"rmsnorm_bf16_{b}x{t}x{d}", f"({b},{t},{d}) bf16, eps 1e-6, weight",
+               lambda b=b, t=t, d=d: (rand((b, t, d), 26).to(bf), rand((d,), 27, 0.1, 1.0).to(bf)),
+               rmsnorm, lambda us, n=nbytes: 2 * n / us / 1e3, "GB/s", True)
+    n = 8192
+    yield ("gemm_8192_bf16", "8192^3 bf16, fp32 accumulation", lambda: (rand((n, n), 28).to(bf), rand((n, n), 29).to(bf)),
+           matmul, lambda us: 2.0 * n * n * n / us / 1e6, "TFLOP/s", False)
 
 
 def time_call(call, warmup=10, seconds=0.5, min_iters=15, max_iters=1000):

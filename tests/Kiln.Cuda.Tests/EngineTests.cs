@@ -95,6 +95,49 @@ public class EngineTests
     }
 
     [Fact]
+    public void LoraLayerWithAndWithoutBiasMatchesTheCpu()
+    {
+        // x·W + s·(x·A)·B (+ bias): on the GPU two GEMMs accumulate into one output (alpha = s, beta = 1) and the
+        // bias rides the first GEMM's epilogue; both the HF layout (x·Wᵀ) and [in, out] weights.
+        var x = Tensor.RandomNormal([2, 9, 48], 1); var w = Tensor.RandomNormal([48, 40], 2, std: 0.2);
+        var a = Tensor.RandomNormal([48, 8], 3, std: 0.2); var b = Tensor.RandomNormal([8, 40], 4, std: 0.2); var bias = Tensor.RandomNormal([40], 5);
+        var wt = Tensor.RandomNormal([40, 48], 6, std: 0.2); var at = Tensor.RandomNormal([8, 48], 7, std: 0.2); var bt = Tensor.RandomNormal([40, 8], 8, std: 0.2);
+        for (int run = 0; run < 3; run++)   // the second and third runs replay a captured graph
+        {
+            Same(t => t[0].MatMul(t[1]) + t[0].MatMul(t[2]).MatMul(t[3]) * 2.0, [x, w, a, b], "lora", 1e-4);
+            Same(t => t[0].MatMul(t[1]) + t[0].MatMul(t[2]).MatMul(t[3]) * 0.5 + t[4], [x, w, a, b, bias], "lora + bias", 1e-4);
+            Same(t => t[0].MatMul(t[1].T) + t[0].MatMul(t[2].T).MatMul(t[3].T) * 2.0, [x, wt, at, bt], "lora, HF layout", 1e-4);
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BFloat16)]
+    [InlineData(DType.Float16)]
+    public void HalfPrecisionRunsOnTheGpuLikeTheCpu(DType dt)
+    {
+        // bf16/fp16 values are stored as 16 bits and computed in fp32 on both sides (rounded once per kernel on
+        // the GPU, per op on the CPU): 2e-2 relative. Casts round to nearest even on both: bit-exact.
+        const double tol = 2e-2;
+        var f = Tensor.RandomNormal([37, 64], 1, std: 3);
+        Assert.Equal(f.Cast(dt).ToArray<double>(), f.To(Cuda()).Cast(dt).ToArray<double>());
+        Assert.Equal(f.Cast(dt).Cast(DType.Float32).ToArray<float>(), f.Cast(dt).To(Cuda()).Cast(DType.Float32).ToArray<float>());
+        var a = Tensor.RandomNormal([37, 64], 2, dtype: dt); var b = Tensor.RandomNormal([37, 64], 3, dtype: dt);
+        Same(x => (x[0] * x[1] + 0.5).Tanh() - x[1].Exp() * 0.25, [a, b], "fused elementwise", tol);
+        Same(x => x[0].Slice(0, 1, 36) + x[1].Slice(0, 0, 35), [a, b], "offset views (scalar path)", tol);
+        Same(x => x[0].Sum([1]), [a], "sum", tol);
+        Same(x => x[0].Mean([0]), [a], "mean", tol);
+        var w = Tensor.RandomNormal([24, 64], 4, std: 0.2, dtype: dt); var x3 = Tensor.RandomNormal([3, 5, 64], 5, dtype: dt);
+        Same(x => x[0].MatMul(x[1].T), [a, w], "matmul, transposed weight", tol);
+        Same(x => x[0].MatMul(x[1].T), [x3, w], "matmul, batch folded", tol);
+        if (dt == DType.BFloat16)   // the hand-written row kernels have bf16 forms
+        {
+            var g = Tensor.RandomNormal([64], 6, mean: 1, std: 0.1, dtype: dt);
+            Same(x => x[0].Softmax(-1), [a], "softmax", tol);
+            Same(x => Ops.RmsNorm(x[0], x[1], 1e-6), [a, g], "rmsnorm", tol);
+        }
+    }
+
+    [Fact]
     public void Reductions()
     {
         var x = Tensor.RandomNormal([6, 50, 9], 5);

@@ -128,15 +128,15 @@ internal sealed partial class CudaBackend : IDeviceBackend
         var op = node.Op;
         if (op.Fusion == FusionClass.View) return View(node, x);
         if (ReferenceEquals(op, OpTable.FusedElementwise)) return Fused(node, x);
-        if (ReferenceEquals(op, OpTable.Cast)) return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = ({CudaCodegen.CType(node.DType)})x0;"], $"cast_{x[0].DType}_{node.DType}");
+        if (ReferenceEquals(op, OpTable.Cast)) return Elementwise(node, x, [$"{CudaCodegen.Compute(node.DType)} t0 = ({CudaCodegen.Compute(node.DType)})x0;"], $"cast_{x[0].DType}_{node.DType}");
         if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
         if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
         if (Model(node, x) is { } structured) return structured;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
         if (Decode(node, x) is { } decode) return decode;
         if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
-            && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64)
-            return Elementwise(node, x, [$"{CudaCodegen.CType(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
+            && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16)
+            return Elementwise(node, x, [$"{CudaCodegen.Compute(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
         throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, fused elementwise groups, casts, sum/mean/max, matmul, norms, softmax, cross-entropy, rope, embedding, attention and the optimizer ops)");
     }
 
@@ -173,7 +173,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
             CopyBytes(P(v), P(o), v.Numel * v.DType.SizeInBytes());
             return o;
         }
-        return Run(v.Shape, v.DType, [v], [$"{CudaCodegen.CType(v.DType)} t0 = x0;"], $"copy_{v.DType}", into);
+        return Run(v.Shape, v.DType, [v], [$"{CudaCodegen.Compute(v.DType)} t0 = x0;"], $"copy_{v.DType}", into);
     }
 
     private Realised Elementwise(Node node, Realised[] x, List<string> steps, string key) => Run(node.Shape, node.DType, x, steps, key);
@@ -189,15 +189,15 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (n == 0) return o;
         // 16-byte vector accesses when every dense operand starts 16-byte aligned (a re-pointed graph keeps
         // each buffer's alignment, see CudaGraphs.Bind).
-        bool vec4 = dense && n >= 4 && CudaCodegen.Vector4Eligible(outType, inTypes, scalar) && Aligned16(o)
-            && x.Select((v, k) => scalar[k] || Aligned16(v)).All(b => b);
-        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) + (vec4 ? "/v4" : "") : "");
-        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null, vec4));
+        int lanes = dense ? CudaCodegen.VectorLanes(outType, inTypes, scalar) : 0;
+        if (lanes > 0 && (n < lanes || !Aligned16(o) || !x.Select((v, k) => scalar[k] || Aligned16(v)).All(b => b))) lanes = 0;
+        string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) + (lanes > 0 ? $"/v{lanes}" : "") : "");
+        var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null, lanes));
         var meta = Meta(shape, x);
         Span<KernelArg> args = stackalloc KernelArg[3 + x.Length];
         args[0] = KernelArg.Pointer(Ptr(o)); args[1] = n; args[2] = KernelArg.Pointer(meta.Pointer);
         for (int k = 0; k < x.Length; k++) args[3 + k] = KernelArg.Pointer(Ptr(x[k]));
-        long work = vec4 ? n / 4 : n;
+        long work = lanes > 0 ? n / lanes : n;
         int blocks = (int)Math.Max(1, Math.Min((work + Threads - 1) / Threads, 65535L * 8));
         kernel.Launch(blocks, Threads, 0, _current, args);
         Interlocked.Increment(ref Launches);
@@ -242,7 +242,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
     private Realised Reduce(Node node, Realised x)
     {
         var a = (AxesAttrs)node.Attrs!;
-        if (x.DType is not (DType.Float32 or DType.Float64)) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
+        if (x.DType is not (DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16)) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
         // Reduced axes last (a view), then one thread per output element loops over them in double.
         var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !a.Axes.Contains(d)).ToArray();
         int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = a.Axes.Select(d => x.Shape[d]).ToArray();
@@ -250,7 +250,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         string t = CudaCodegen.CType(x.DType);
         string kind = ReferenceEquals(node.Op, OpTable.Sum) ? "sum" : ReferenceEquals(node.Op, OpTable.Mean) ? "mean" : "max";
         string key = $"reduce_{kind}_{x.DType}_{outer.Length}_{inner.Length}";
-        var kernel = Kernel(key, name => $$"""
+        var kernel = Kernel(key, name => CudaCodegen.Prelude + $$"""
             extern "C" __global__ void {{name}}({{t}}* out, long long n, const long long* meta, const {{t}}* x)
             {
                 // meta: offset, outerRank, innerRank, outerShape, outerStrides, innerShape, innerStrides
@@ -266,10 +266,10 @@ internal sealed partial class CudaBackend : IDeviceBackend
                     {
                         long long o = base, r = j;
                         for (int d = ri - 1; d >= 0; --d) { long long c = r % is[d]; r /= is[d]; o += c * ist[d]; }
-                        double v = (double)x[o];
+                        double v = (double){{CudaCodegen.Load(x.DType, "x[o]")}};
                         {{(kind == "max" ? "acc = (v != v || v > acc) ? v : acc;" : "acc += v;")}}
                     }
-                    out[i] = ({{t}})({{(kind == "mean" ? "acc / (double)count" : "acc")}});
+                    out[i] = {{CudaCodegen.Store(x.DType, kind == "mean" ? "acc / (double)count" : "acc")}};
                 }
             }
             """);
@@ -294,7 +294,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
     private Realised? FusedMatMul(Node node, Realised[] x)
     {
         var op = node.Op;
-        string t = CudaCodegen.CType(node.DType);
+        string t = CudaCodegen.Compute(node.DType);
         if (ReferenceEquals(op, OpTable.MatMulEpilogue))
         {
             var y = MatMul(node, x[0], x[1]);
@@ -321,9 +321,14 @@ internal sealed partial class CudaBackend : IDeviceBackend
         {
             // y = x·W + s·(x·A)·B (+ bias)
             double scale = ((ScalarAttrs)node.Attrs!).Value;
-            var baseY = MatMul(node, x[0], x[1]);
             int[] xaShape = [.. node.Shape[..^1], x[2].Shape[1]];
             var xa = MatMulTo(xaShape, x[0], x[2]);
+            // x·W (+ bias in the epilogue), then s·(x·A)·B accumulated into it: the scale is the second GEMM's
+            // alpha and beta is 1, so no elementwise pass.
+            var y = Allocate(node.DType, node.Shape);
+            if (GemmInto(y, x[0], x[1], 1f, 0f, x.Length > 4 ? x[4] : null) && GemmInto(y, xa, x[3], (float)scale, 1f)) { Evaluator.Release(xa); return y; }
+            Evaluator.Release(y);
+            var baseY = MatMul(node, x[0], x[1]);
             var lora = MatMul(node, xa, x[3]);
             var ins = x.Length > 4 ? new[] { baseY, lora, x[4] } : new[] { baseY, lora };
             string sc = CudaCodegen.Literal(scale, node.DType);
@@ -338,7 +343,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     private Realised MatMulTo(int[] outShape, Realised a, Realised b)
     {
-        if (a.DType is not (DType.Float32 or DType.Float64) || a.DType != b.DType)
+        if (a.DType is not (DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16) || a.DType != b.DType)
             throw new NotSupportedException($"matmul on {_device}: dtype {a.DType.ShortName()} x {b.DType.ShortName()}");
         if (a.Shape.Length < 2 || b.Shape.Length < 2) throw new NotSupportedException($"matmul on {_device}: vector operands are not supported yet (shapes {Shapes.Format(a.Shape)} x {Shapes.Format(b.Shape)})");
         int m = a.Shape[^2], k = a.Shape[^1], n = b.Shape[^1];
@@ -346,32 +351,15 @@ internal sealed partial class CudaBackend : IDeviceBackend
         long batches = Shapes.Numel(outShape.AsSpan(0, batchRank));
         var o = Allocate(a.DType, outShape);
         int size = a.DType.SizeInBytes();
-        if (a.DType == DType.Float32 && SharedMatrix(b) is { } b2)
-        {
-            // One weight for every batch (x·W with x [..., m, k]): the batch folds into the rows, one GEMM of
-            // batches·m rows, and a transposed weight view (x·Wᵀ, how Linear stores HF weights) is read as is.
-            bool aT = false;
-            Realised ad;
-            if (batches == 1 && Orientation(Matrix(a)) is { } oa) { ad = Matrix(a); aT = oa; }
-            else ad = Dense(a, [.. outShape[..batchRank], m, k]);
-            bool bT = Orientation(b2) ?? false;
-            var bd = Orientation(b2) is null ? Copy(b2) : b2;
-            ulong pa = Ptr(ad) + (ulong)(ad.Offset * size), pb = Ptr(bd) + (ulong)(bd.Offset * size);
-            Foreign(pa); Foreign(pb); Foreign(Ptr(o));   // cuBLASLt's kernels: their arguments are not ours to re-point
-            _blas.Value.MatmulRowMajor((int)(batches * m), n, k, CudaDataType.R32F, pa, pb, Ptr(o), stream: _current, aTransposed: aT, bTransposed: bT);
-            Interlocked.Increment(ref Launches);
-            if (!ReferenceEquals(ad, a) && !ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
-            if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);
-            return o;
-        }
+        if (GemmInto(o, a, b, 1f, 0f)) return o;
         // Dense operands broadcast to the output's batch shape (a copy kernel makes them contiguous).
         var adb = Dense(a, [.. outShape[..batchRank], m, k]);
         var bdb = Dense(b, [.. outShape[..batchRank], k, n]);
-        if (a.DType == DType.Float32)
+        if (GemmType(a.DType) is { } type)
         {
             Foreign(Ptr(adb)); Foreign(Ptr(bdb)); Foreign(Ptr(o));
             for (long i = 0; i < batches; i++)
-                _blas.Value.MatmulRowMajor(m, n, k, CudaDataType.R32F, Ptr(adb) + (ulong)((adb.Offset + i * m * k) * size), Ptr(bdb) + (ulong)((bdb.Offset + i * k * n) * size),
+                _blas.Value.MatmulRowMajor(m, n, k, type, Ptr(adb) + (ulong)((adb.Offset + i * m * k) * size), Ptr(bdb) + (ulong)((bdb.Offset + i * k * n) * size),
                     Ptr(o) + (ulong)(i * m * n * size), stream: _current);
             Interlocked.Add(ref Launches, batches);
         }
@@ -380,6 +368,47 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (!ReferenceEquals(bdb, b)) Evaluator.Release(bdb);
         return o;
     }
+
+    /// <summary>
+    /// o = alpha·(a·b) + beta·o as one cuBLASLt GEMM when b is one matrix for every batch (x·W with x [..., m, k]):
+    /// the batch folds into the rows, and transposed views (x·Wᵀ, how Linear stores HF weights; xᵀ·g in a weight
+    /// gradient) are read as is. False (nothing done) for other layouts or dtypes.
+    /// </summary>
+    private bool GemmInto(Realised o, Realised a, Realised b, float alpha, float beta, Realised? bias = null)
+    {
+        if (GemmType(a.DType) is not { } type || SharedMatrix(b) is not { } b2) return false;
+        // A bias (one value per output column, dense) rides the GEMM's epilogue.
+        if (bias is not null && !(bias.Shape.Length == 1 && bias.Shape[0] == b.Shape[^1] && bias.IsContiguous && bias.DType == a.DType)) return false;
+        int m = a.Shape[^2], k = a.Shape[^1], n = b.Shape[^1], size = a.DType.SizeInBytes();
+        int batchRank = o.Shape.Length - 2;
+        long batches = Shapes.Numel(o.Shape.AsSpan(0, batchRank));
+        bool aT = false;
+        Realised ad;
+        if (batches == 1 && Orientation(Matrix(a)) is { } oa) { ad = Matrix(a); aT = oa; }
+        else ad = Dense(a, [.. o.Shape[..batchRank], m, k]);
+        bool? ob = Orientation(b2);
+        var bd = ob is null ? Copy(b2) : b2;
+        ulong pa = Ptr(ad) + (ulong)(ad.Offset * size), pb = Ptr(bd) + (ulong)(bd.Offset * size), po = Ptr(o) + (ulong)(o.Offset * size);
+        Foreign(pa); Foreign(pb); Foreign(po);   // cuBLASLt's kernels: their arguments are not ours to re-point
+        ulong pbias = bias is null ? 0 : Ptr(bias) + (ulong)(bias.Offset * size);
+        if (bias is not null) Foreign(pbias);
+        _blas.Value.MatmulRowMajor((int)(batches * m), n, k, type, pa, pb, po, alpha, beta, _current,
+            epilogue: bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias, bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
+        Interlocked.Increment(ref Launches);
+        if (!ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
+        if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);
+        return true;
+    }
+
+    /// <summary>The cuBLASLt storage type of a GEMM in <paramref name="t"/> (fp32 accumulation, no TF32); null for
+    /// fp64, which a plain kernel does (it is for checking, not speed).</summary>
+    private static CudaDataType? GemmType(DType t) => t switch
+    {
+        DType.Float32 => CudaDataType.R32F,
+        DType.BFloat16 => CudaDataType.R16BF,
+        DType.Float16 => CudaDataType.R16F,
+        _ => null,
+    };
 
     /// <summary>b as one [k, n] matrix view when all its batch axes have size 1 (the same matrix for every batch).</summary>
     private static Realised? SharedMatrix(Realised b)

@@ -12,6 +12,7 @@ internal static class CudaCodegen
 {
     public const int MaxRank = 8;
 
+    /// <summary>The C type a value is stored as (bf16 and fp16 as their 16 raw bits).</summary>
     public static string CType(DType t) => t switch
     {
         DType.Float32 => "float",
@@ -19,21 +20,58 @@ internal static class CudaCodegen
         DType.Int32 => "int",
         DType.Int64 => "long long",
         DType.Bool => "bool",
-        _ => throw new NotSupportedException($"CUDA backend: dtype {t.ShortName()} is not supported yet (float32, float64, int32, int64, bool)"),
+        DType.BFloat16 or DType.Float16 => "unsigned short",
+        _ => throw new NotSupportedException($"CUDA backend: dtype {t.ShortName()} is not supported yet (float32, float64, bfloat16, float16, int32, int64, bool)"),
     };
+
+    /// <summary>The C type arithmetic on a value is done in: fp32 for bf16 and fp16 (loaded widened, stored rounded).</summary>
+    public static string Compute(DType t) => t is DType.BFloat16 or DType.Float16 ? "float" : CType(t);
+
+    /// <summary>A stored element read as its compute type.</summary>
+    public static string Load(DType t, string element) => t switch
+    {
+        DType.BFloat16 => $"kiln_bf2f({element})",
+        DType.Float16 => $"kiln_h2f({element})",
+        _ => element,
+    };
+
+    /// <summary>A compute-typed value converted for storing as <paramref name="t"/> (rounded to nearest even for bf16/fp16).</summary>
+    public static string Store(DType t, string value) => t switch
+    {
+        DType.BFloat16 => $"kiln_f2bf((float)({value}))",
+        DType.Float16 => $"kiln_f2h((float)({value}))",
+        _ => $"({CType(t)})({value})",
+    };
+
+    /// <summary>Conversions every generated kernel may use (NVRTC has no headers here, so no cuda_bf16.h).</summary>
+    public const string Prelude = """
+        __device__ __forceinline__ float kiln_bf2f(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
+        __device__ __forceinline__ unsigned short kiln_f2bf(float f)
+        {
+            unsigned u = __float_as_uint(f);
+            if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+            u += 0x7fffu + ((u >> 16) & 1u);
+            return (unsigned short)(u >> 16);
+        }
+        __device__ __forceinline__ float kiln_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+        __device__ __forceinline__ unsigned short kiln_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+
+        """;
+
+    private static bool FloatMath(DType t) => t is DType.Float32 or DType.BFloat16 or DType.Float16;
 
     /// <summary>A C literal of <paramref name="v"/> in the dtype's precision (always with a decimal point or exponent).</summary>
     public static string Literal(double v, DType t)
     {
         string s = v.ToString("R", CultureInfo.InvariantCulture);
         if (!s.Contains('.') && !s.Contains('E') && !s.Contains('e')) s += ".0";   // "1f" would be a user-defined literal
-        return t == DType.Float32 ? s + "f" : s;
+        return FloatMath(t) ? s + "f" : s;
     }
 
     /// <summary>The C expression of one step, or null when the op has no CUDA form here.</summary>
     public static string? Expression(OpDef op, string a, string? b, DType t)
     {
-        bool f = t == DType.Float32;
+        bool f = FloatMath(t);
         string F(string name) => f ? name + "f" : name;
         string L(double v) => Literal(v, t);
         if (ReferenceEquals(op, OpTable.Neg)) return $"(-{a})";
@@ -68,10 +106,10 @@ internal static class CudaCodegen
     /// A kernel <c>k(out, n, meta, in0, in1, ...)</c>: meta = [rank, shape[rank], then per input offset,
     /// strides[rank]]. <paramref name="steps"/> are C statements assigning t0, t1, ...; the last is the result.
     /// </summary>
-    public static string Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[]? scalarInputs = null, bool vector4 = false)
+    public static string Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[]? scalarInputs = null, int lanes = 0)
     {
-        if (scalarInputs is not null) return vector4 ? Dense4Kernel(name, outType, inTypes, steps, scalarInputs) : DenseKernel(name, outType, inTypes, steps, scalarInputs);
-        var sb = new StringBuilder();
+        if (scalarInputs is not null) return lanes > 0 ? VectorKernel(name, outType, inTypes, steps, scalarInputs, lanes) : DenseKernel(name, outType, inTypes, steps, scalarInputs);
+        var sb = new StringBuilder(Prelude);
         sb.Append($"extern \"C\" __global__ void {name}({CType(outType)}* __restrict__ out, long long n, const long long* __restrict__ meta");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
         sb.Append(")\n{\n");
@@ -81,9 +119,9 @@ internal static class CudaCodegen
         sb.Append("        long long rem = i;\n        for (int d = rank - 1; d >= 0; --d)\n        {\n            long long c = rem % shape[d]; rem /= shape[d];\n");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($"            o{k} += c * meta[1 + rank + {k} * (rank + 1) + 1 + d];\n");
         sb.Append("        }\n");
-        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = in{k}[o{k}];\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {Compute(inTypes[k])} x{k} = {Load(inTypes[k], $"in{k}[o{k}]")};\n");
         foreach (var s in steps) sb.Append("        ").Append(s).Append('\n');
-        sb.Append($"        out[i] = ({CType(outType)})t{steps.Count - 1};\n    }}\n}}\n");
+        sb.Append($"        out[i] = {Store(outType, $"t{steps.Count - 1}")};\n    }}\n}}\n");
         return sb.ToString();
     }
 
@@ -94,52 +132,57 @@ internal static class CudaCodegen
     /// </summary>
     private static string DenseKernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[] scalar)
     {
-        var sb = new StringBuilder();
+        var sb = new StringBuilder(Prelude);
         sb.Append($"extern \"C\" __global__ void {name}({CType(outType)}* __restrict__ out, long long n, const long long* __restrict__ meta");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
         sb.Append(")\n{\n    int rank = (int)meta[0];\n");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($"    const {CType(inTypes[k])}* p{k} = in{k} + meta[1 + rank + {k} * (rank + 1)];\n");
         sb.Append("    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n    {\n");
-        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = p{k}[{(scalar[k] ? "0" : "i")}];\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {Compute(inTypes[k])} x{k} = {Load(inTypes[k], $"p{k}[{(scalar[k] ? "0" : "i")}]")};\n");
         foreach (var st in steps) sb.Append("        ").Append(st).Append('\n');
-        sb.Append($"        out[i] = ({CType(outType)})t{steps.Count - 1};\n    }}\n}}\n");
+        sb.Append($"        out[i] = {Store(outType, $"t{steps.Count - 1}")};\n    }}\n}}\n");
         return sb.ToString();
     }
 
     /// <summary>
-    /// Whether the dense kernel can move 16 bytes per load and store: the output and every non-scalar input are
-    /// 4-byte elements (the caller also checks their addresses are 16-byte aligned).
+    /// Elements per 16-byte vector when the dense kernel can move 16 bytes per load and store: the output and
+    /// every non-scalar input have one element size (4 lanes of fp32/int32, 8 of bf16/fp16); 0 otherwise. The
+    /// caller also checks their addresses are 16-byte aligned.
     /// </summary>
-    public static bool Vector4Eligible(DType outType, DType[] inTypes, bool[] scalar) =>
-        outType.SizeInBytes() == 4 && inTypes.Select((t, k) => scalar[k] || t.SizeInBytes() == 4).All(b => b);
+    public static int VectorLanes(DType outType, DType[] inTypes, bool[] scalar)
+    {
+        int size = outType.SizeInBytes();
+        if (size is not (2 or 4) || inTypes.Where((t, k) => !scalar[k]).Any(t => t.SizeInBytes() != size)) return 0;
+        return 16 / size;
+    }
 
     /// <summary>
-    /// The dense kernel with 16-byte vector loads and stores (4 elements per thread per step), a grid-stride
-    /// loop over n/4 groups and a scalar tail for the last n % 4 elements. HBM bandwidth wants wide accesses:
-    /// one float per thread leaves it well below the copy ceiling.
+    /// The dense kernel with 16-byte vector loads and stores (<paramref name="lanes"/> elements per thread per
+    /// step), a grid-stride loop over n/lanes groups and a scalar tail for the rest. HBM bandwidth wants wide
+    /// accesses: one float per thread leaves it well below the copy ceiling.
     /// </summary>
-    private static string Dense4Kernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[] scalar)
+    private static string VectorKernel(string name, DType outType, DType[] inTypes, IReadOnlyList<string> steps, bool[] scalar, int lanes)
     {
-        var sb = new StringBuilder();
+        var sb = new StringBuilder(Prelude);
         string o = CType(outType);
-        sb.Append("template <typename T> struct __align__(16) V4 { T v[4]; };\n");
+        sb.Append($"template <typename T> struct __align__(16) V {{ T v[{lanes}]; }};\n");
         sb.Append($"extern \"C\" __global__ void {name}({o}* __restrict__ out, long long n, const long long* __restrict__ meta");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($", const {CType(inTypes[k])}* __restrict__ in{k}");
         sb.Append(")\n{\n    int rank = (int)meta[0];\n");
         for (int k = 0; k < inTypes.Length; k++) sb.Append($"    const {CType(inTypes[k])}* p{k} = in{k} + meta[1 + rank + {k} * (rank + 1)];\n");
-        for (int k = 0; k < inTypes.Length; k++) if (scalar[k]) sb.Append($"    const {CType(inTypes[k])} s{k} = p{k}[0];\n");
-        sb.Append("    long long groups = n / 4, stride = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n");
+        for (int k = 0; k < inTypes.Length; k++) if (scalar[k]) sb.Append($"    const {Compute(inTypes[k])} s{k} = {Load(inTypes[k], $"p{k}[0]")};\n");
+        sb.Append($"    long long groups = n / {lanes}, stride = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n");
         sb.Append("    for (long long g = first; g < groups; g += stride)\n    {\n");
         for (int k = 0; k < inTypes.Length; k++)
-            if (!scalar[k]) sb.Append($"        V4<{CType(inTypes[k])}> v{k} = reinterpret_cast<const V4<{CType(inTypes[k])}>*>(p{k})[g];\n");
-        sb.Append($"        V4<{o}> r;\n        #pragma unroll\n        for (int j = 0; j < 4; ++j)\n        {{\n");
-        for (int k = 0; k < inTypes.Length; k++) sb.Append($"            {CType(inTypes[k])} x{k} = {(scalar[k] ? $"s{k}" : $"v{k}.v[j]")};\n");
+            if (!scalar[k]) sb.Append($"        V<{CType(inTypes[k])}> v{k} = reinterpret_cast<const V<{CType(inTypes[k])}>*>(p{k})[g];\n");
+        sb.Append($"        V<{o}> r;\n        #pragma unroll\n        for (int j = 0; j < {lanes}; ++j)\n        {{\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"            {Compute(inTypes[k])} x{k} = {(scalar[k] ? $"s{k}" : Load(inTypes[k], $"v{k}.v[j]"))};\n");
         foreach (var st in steps) sb.Append("            ").Append(st).Append('\n');
-        sb.Append($"            r.v[j] = ({o})t{steps.Count - 1};\n        }}\n        reinterpret_cast<V4<{o}>*>(out)[g] = r;\n    }}\n");
-        sb.Append("    for (long long i = groups * 4 + first; i < n; i += stride)\n    {\n");
-        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {CType(inTypes[k])} x{k} = {(scalar[k] ? $"s{k}" : $"p{k}[i]")};\n");
+        sb.Append($"            r.v[j] = {Store(outType, $"t{steps.Count - 1}")};\n        }}\n        reinterpret_cast<V<{o}>*>(out)[g] = r;\n    }}\n");
+        sb.Append($"    for (long long i = groups * {lanes} + first; i < n; i += stride)\n    {{\n");
+        for (int k = 0; k < inTypes.Length; k++) sb.Append($"        {Compute(inTypes[k])} x{k} = {(scalar[k] ? $"s{k}" : Load(inTypes[k], $"p{k}[i]"))};\n");
         foreach (var st in steps) sb.Append("        ").Append(st).Append('\n');
-        sb.Append($"        out[i] = ({o})t{steps.Count - 1};\n    }}\n}}\n");
+        sb.Append($"        out[i] = {Store(outType, $"t{steps.Count - 1}")};\n    }}\n}}\n");
         return sb.ToString();
     }
 
@@ -153,7 +196,7 @@ internal static class CudaCodegen
             var s = program[i];
             var e = Expression(s.Op, Operand(s.A), s.Op.Arity == 2 ? Operand(s.B) : null, t);
             if (e is null) return null;
-            steps.Add($"{CType(t)} t{i} = {e};");
+            steps.Add($"{Compute(t)} t{i} = {e};");
         }
         return steps;
     }

@@ -1,6 +1,7 @@
 // The engine's structured ops on the GPU through the hand-written kernels (CudaKernels): norms and their packed
 // backward, softmax/log-softmax, cross-entropy, RoPE, embedding gather, attention and its packed backward,
-// the multi-tensor AdamW update and the global sum of squares. fp32; inputs are made dense first.
+// the multi-tensor AdamW update and the global sum of squares. fp32 (the forward norms and softmax also bf16);
+// inputs are made dense first.
 using Kiln.Graph;
 using Kiln.Runtime;
 
@@ -19,6 +20,14 @@ internal sealed partial class CudaBackend
         return v.IsContiguous ? v : Copy(v);
     }
 
+    /// <summary>A row kernel operand: fp32 or bf16 (the forward norm and softmax kernels have both), all of one dtype.</summary>
+    private Realised DenseRow(Realised v, DType dtype, string op)
+    {
+        if (v.DType is not (DType.Float32 or DType.BFloat16) || v.DType != dtype)
+            throw new NotSupportedException($"{op} on {_device}: dtype {v.DType.ShortName()} (float32 or bfloat16, all operands alike, on CUDA so far)");
+        return v.IsContiguous ? v : Copy(v);
+    }
+
     private static DevicePtr P(Realised r) => new(Ptr(r) + (ulong)(r.Offset * r.DType.SizeInBytes()));
 
     /// <summary>The structured op's result, or null when <paramref name="node"/> is not one handled here.</summary>
@@ -27,11 +36,12 @@ internal sealed partial class CudaBackend
         var op = node.Op; string name = op.Name;
         if (ReferenceEquals(op, OpTable.RmsNorm) || ReferenceEquals(op, OpTable.LayerNorm))
         {
-            var xs = DenseF32(x[0], name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
-            var o = Allocate(DType.Float32, node.Shape);
+            var dt = x[0].DType;
+            var xs = DenseRow(x[0], dt, name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(dt, node.Shape);
             float eps = (float)((NormAttrs)node.Attrs!).Eps;
-            if (x.Length == 2) Kern.RmsNorm(P(xs), P(DenseF32(x[1], name)), P(o), rows, cols, eps, DType.Float32, S);
-            else Kern.LayerNorm(P(xs), P(DenseF32(x[1], name)), P(DenseF32(x[2], name)), P(o), rows, cols, eps, DType.Float32, S);
+            if (x.Length == 2) Kern.RmsNorm(P(xs), P(DenseRow(x[1], dt, name)), P(o), rows, cols, eps, dt, S);
+            else Kern.LayerNorm(P(xs), P(DenseRow(x[1], dt, name)), P(DenseRow(x[2], dt, name)), P(o), rows, cols, eps, dt, S);
             return o;
         }
         if (ReferenceEquals(op, OpTable.RmsNormGrad) || ReferenceEquals(op, OpTable.LayerNormGrad))
@@ -48,10 +58,11 @@ internal sealed partial class CudaBackend
         if (ReferenceEquals(op, OpTable.Softmax) || ReferenceEquals(op, OpTable.LogSoftmax))
         {
             if (((IntAttrs)node.Attrs!).Value != node.Shape.Length - 1) throw new NotSupportedException($"{name} on {_device}: only over the last axis");
-            var xs = DenseF32(x[0], name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
-            var o = Allocate(DType.Float32, node.Shape);
-            if (ReferenceEquals(op, OpTable.Softmax)) Kern.Softmax(P(xs), P(o), rows, cols, DType.Float32, S);
-            else Kern.LogSoftmax(P(xs), P(o), rows, cols, DType.Float32, S);
+            var dt = x[0].DType;
+            var xs = DenseRow(x[0], dt, name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(dt, node.Shape);
+            if (ReferenceEquals(op, OpTable.Softmax)) Kern.Softmax(P(xs), P(o), rows, cols, dt, S);
+            else Kern.LogSoftmax(P(xs), P(o), rows, cols, dt, S);
             return o;
         }
         if (ReferenceEquals(op, OpTable.CrossEntropy) || ReferenceEquals(op, OpTable.CrossEntropyGrad))
