@@ -121,6 +121,18 @@ public sealed class CudaKernels : IDisposable
     };
 
     /// <summary>Threads for a one-block-per-row kernel: enough for one (vector) element each, 32..1024.</summary>
+    /// <summary>
+    /// The register-resident form of a row kernel (softmax, RMSNorm): 256 threads (fewer for short rows) each
+    /// holding K groups of four, K the smallest of 1, 2, 4, 8 that covers the row; regs 0 (the two-read form)
+    /// for unaligned or longer rows.
+    /// </summary>
+    private static (int Threads, int Regs) RegisterRows(int cols, bool vec)
+    {
+        int groups = (cols + 3) / 4, threads = Math.Clamp((groups + 31) / 32 * 32, 32, 256);
+        if (vec) foreach (int k in (int[])[1, 2, 4, 8]) if (groups <= threads * k) return (threads, k);
+        return (threads, 0);
+    }
+
     private static int RowThreads(int cols, bool vec)
     {
         int work = vec ? (cols + 3) / 4 : cols;
@@ -175,10 +187,7 @@ public sealed class CudaKernels : IDisposable
         CheckRows(rows, cols);
         if (rows == 0 || cols == 0) return;
         bool vec = Vec(cols, dtype, x, y);
-        // Register path: 256 threads (fewer for short rows) holding K groups of four each, K the smallest of
-        // 1, 2, 4, 8 that covers the row; longer rows use the online two-read form.
-        int groups = (cols + 3) / 4, threads = Math.Clamp((groups + 31) / 32 * 32, 32, 256), regs = 0;
-        if (vec) foreach (int k in (int[])[1, 2, 4, 8]) if (groups <= threads * k) { regs = k; break; }
+        var (threads, regs) = RegisterRows(cols, vec);
         Kernel("softmax", name + Suffix(dtype)).Launch((int)rows, regs > 0 ? threads : RowThreads(cols, vec), 0, stream, x, y, cols, vec ? 1 : 0, regs);
     }
 
@@ -204,7 +213,8 @@ public sealed class CudaKernels : IDisposable
         CheckRows(rows, cols);
         if (rows == 0 || cols == 0) return;
         bool vec = Vec(cols, dtype, x, w, y);
-        Kernel("norms", "rmsnorm_" + Suffix(dtype)).Launch((int)rows, RowThreads(cols, vec), 0, stream, x, w, y, cols, eps, vec ? 1 : 0);
+        var (threads, regs) = RegisterRows(cols, vec);
+        Kernel("norms", "rmsnorm_" + Suffix(dtype)).Launch((int)rows, regs > 0 ? threads : RowThreads(cols, vec), 0, stream, x, w, y, cols, eps, vec ? 1 : 0, regs);
     }
 
     /// <summary>y = (x − mean) / √(var + eps) · w + b over the last axis (biased variance).</summary>

@@ -7,7 +7,7 @@ namespace Kiln.Cuda.Tests;
 [Collection("gpu")]
 public class KernelNormTests
 {
-    public static readonly TheoryData<int, int> Shapes = new() { { 3, 1 }, { 5, 7 }, { 257, 33 }, { 17, 1000 }, { 4, 4099 }, { 130, 4096 } };
+    public static readonly TheoryData<int, int> Shapes = new() { { 3, 1 }, { 5, 7 }, { 257, 33 }, { 17, 1000 }, { 4, 4099 }, { 130, 4096 }, { 2, 12 }, { 3, 2048 }, { 4, 1028 }, { 2, 8192 }, { 2, 12000 } };   // register path K = 1, 2, 4, 8 and the two-read form
     private const float Eps = 1e-5f;
 
     private static double[] RmsRef(float[] x, float[] w, int rows, int cols)

@@ -323,10 +323,11 @@ internal sealed partial class CudaBackend : IDeviceBackend
             double scale = ((ScalarAttrs)node.Attrs!).Value;
             int[] xaShape = [.. node.Shape[..^1], x[2].Shape[1]];
             var xa = MatMulTo(xaShape, x[0], x[2]);
-            // x·W (+ bias in the epilogue), then s·(x·A)·B accumulated into it: the scale is the second GEMM's
-            // alpha and beta is 1, so no elementwise pass.
+            // s·(x·A)·B first (the scale is its alpha), then x·W accumulated onto it (beta 1, bias in the epilogue):
+            // no elementwise pass, and the big GEMM, compute-bound, reads the low-rank term in its epilogue
+            // instead of a memory-bound pass re-reading and re-writing y after it.
             var y = Allocate(node.DType, node.Shape);
-            if (GemmInto(y, x[0], x[1], 1f, 0f, x.Length > 4 ? x[4] : null) && GemmInto(y, xa, x[3], (float)scale, 1f)) { Evaluator.Release(xa); return y; }
+            if (GemmInto(y, xa, x[3], (float)scale, 0f) && GemmInto(y, x[0], x[1], 1f, 1f, x.Length > 4 ? x[4] : null)) { Evaluator.Release(xa); return y; }
             Evaluator.Release(y);
             var baseY = MatMul(node, x[0], x[1]);
             var lora = MatMul(node, xa, x[3]);

@@ -27,8 +27,53 @@ __device__ __forceinline__ void rmsnorm_fwd(const T* __restrict__ x, const T* __
     else
         for (int i = threadIdx.x; i < cols; i += blockDim.x) st(yr, i, ld(xr, i) * r * ld(w, i));
 }
-extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y, int cols, float eps, int vec) { rmsnorm_fwd<float>(x, w, y, cols, eps, vec); }
-extern "C" __global__ void rmsnorm_bf16(const bf16* x, const bf16* w, bf16* y, int cols, float eps, int vec) { rmsnorm_fwd<bf16>(x, w, y, cols, eps, vec); }
+// Rows held in registers (vec, cols <= 4 * blockDim * K): x is read once from memory, each thread keeping its
+// K groups of four between the sum of squares and the write (the form above reads the row twice).
+template <typename T, int K>
+__device__ __forceinline__ void rmsnorm_fwd_regs(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int cols, float eps)
+{
+    __shared__ float sh[64];
+    const T* xr = x + (i64)blockIdx.x * cols;
+    T* yr = y + (i64)blockIdx.x * cols;
+    kf4 v[K];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+    {
+        int i = (threadIdx.x + k * blockDim.x) * 4;
+        if (i < cols) { v[k] = ld4(xr, i); ss += (v[k].x * v[k].x + v[k].y * v[k].y) + (v[k].z * v[k].z + v[k].w * v[k].w); }
+    }
+    ss = block_sum(ss, sh);
+    float r = 1.f / sqrtf(ss / (float)cols + eps);
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+    {
+        int i = (threadIdx.x + k * blockDim.x) * 4;
+        if (i < cols)
+        {
+            kf4 wv = ld4(w, i), o;
+            o.x = v[k].x * r * wv.x; o.y = v[k].y * r * wv.y; o.z = v[k].z * r * wv.z; o.w = v[k].w * r * wv.w;
+            st4(yr, i, o);
+        }
+    }
+}
+
+// regs = K > 0: the register path with K groups of four per thread (vec implied); 0: the general one.
+template <typename T>
+__device__ __forceinline__ void rmsnorm_any(const T* x, const T* w, T* y, int cols, float eps, int vec, int regs)
+{
+    switch (regs)
+    {
+        case 1: rmsnorm_fwd_regs<T, 1>(x, w, y, cols, eps); break;
+        case 2: rmsnorm_fwd_regs<T, 2>(x, w, y, cols, eps); break;
+        case 4: rmsnorm_fwd_regs<T, 4>(x, w, y, cols, eps); break;
+        case 8: rmsnorm_fwd_regs<T, 8>(x, w, y, cols, eps); break;
+        default: rmsnorm_fwd<T>(x, w, y, cols, eps, vec); break;
+    }
+}
+
+extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y, int cols, float eps, int vec, int regs) { rmsnorm_any<float>(x, w, y, cols, eps, vec, regs); }
+extern "C" __global__ void rmsnorm_bf16(const bf16* x, const bf16* w, bf16* y, int cols, float eps, int vec, int regs) { rmsnorm_any<bf16>(x, w, y, cols, eps, vec, regs); }
 
 // y = (x - mean) / sqrt(var + eps) * w + b (biased variance, two passes for the variance)
 template <typename T>
