@@ -109,6 +109,23 @@ public sealed unsafe class CublasLt : IDisposable
     }
 
     private readonly Dictionary<GemmKey, GemmPlan> _plans = new();
+    private readonly Dictionary<IntPtr, DeviceBuffer> _streamWorkspaces = new();
+
+    /// <summary>The workspace GEMMs on <paramref name="stream"/> use: each stream its own (same size), so GEMMs
+    /// running at once on forked streams never share scratch memory.</summary>
+    /// <summary>Allocates <paramref name="stream"/>'s workspace now (not allowed later, inside a stream capture).</summary>
+    public void EnsureWorkspace(CudaStream stream)
+    {
+        lock (_gate) WorkspaceFor(stream);
+    }
+
+    private DeviceBuffer WorkspaceFor(CudaStream? stream)
+    {
+        var h = CudaStream.Of(stream);
+        if (h == IntPtr.Zero) return Workspace;
+        if (!_streamWorkspaces.TryGetValue(h, out var ws)) _streamWorkspaces[h] = ws = DeviceBuffer.Allocate(Context, Workspace.Bytes);
+        return ws;
+    }
     private readonly Lock _gate = new();
 
     /// <summary>The largest power of two up to 256 dividing <paramref name="p"/>: cuBLASLt assumes 256 unless told.</summary>
@@ -132,8 +149,9 @@ public sealed unsafe class CublasLt : IDisposable
                 Check(CublasLtNative.cublasLtMatmulDescSetAttribute(plan.Desc, (int)CublasLtMatmulDescAttribute.BiasPointer, &bp, (nuint)sizeof(ulong)), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
             }
             var algo = plan.Algo;
+            var ws = WorkspaceFor(stream);
             Check(CublasLtNative.cublasLtMatmul(Handle, plan.Desc, &alpha, a, plan.A, b, plan.B, &beta, d, plan.D, d, plan.D,
-                &algo, Workspace.Pointer, (nuint)Workspace.Bytes, CudaStream.Of(stream)),
+                &algo, ws.Pointer, (nuint)ws.Bytes, CudaStream.Of(stream)),
                 "cublasLtMatmul", $"m={m} n={n} k={k} {type} {compute}");
         }
     }
@@ -212,6 +230,8 @@ public sealed unsafe class CublasLt : IDisposable
                 CublasLtNative.cublasLtMatrixLayoutDestroy(p.A); CublasLtNative.cublasLtMatmulDescDestroy(p.Desc);
             }
             _plans.Clear();
+            foreach (var ws in _streamWorkspaces.Values) ws.Dispose();
+            _streamWorkspaces.Clear();
         }
         Workspace.Dispose();
         Check(CublasLtNative.cublasLtDestroy(Handle), "cublasLtDestroy");

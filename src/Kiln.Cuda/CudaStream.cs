@@ -20,6 +20,9 @@ public sealed unsafe class CudaStream : IDisposable
 
     public void Synchronize() => Cu.Check(CuNative.cuStreamSynchronize(Handle), "cuStreamSynchronize");
 
+    /// <summary>Work queued on this stream after this call waits for <paramref name="e"/> (captured: a graph edge).</summary>
+    public void Wait(CudaEvent e) => Cu.Check(CuNative.cuStreamWaitEvent(Handle, e.Handle, 0), "cuStreamWaitEvent");
+
     /// <summary>Starts capturing the work queued on this stream into a graph (nothing runs until the graph
     /// is launched). ThreadLocal mode: other threads' CUDA calls are not affected.</summary>
     public void BeginCapture(StreamCaptureMode mode = StreamCaptureMode.ThreadLocal) =>

@@ -138,6 +138,18 @@ public class EngineTests
     }
 
     [Fact]
+    public void ComparisonsAndWhereIncludingNaNAndReluGradient()
+    {
+        var a = Tensor.FromArray(new[] { 1f, -2, float.NaN, 3, 0, -0f, 5 }); var b = Tensor.FromArray(new[] { 1f, 2, 1, float.NaN, -0f, 0, 4 });
+        var d = Cuda();
+        foreach (var (name, f) in new (string, Func<Tensor, Tensor, Tensor>)[] { ("eq", Ops.Eq), ("ne", Ops.Ne), ("lt", (p, q) => p < q), ("le", Ops.Le), ("gt", (p, q) => p > q), ("ge", Ops.Ge) })
+            Assert.Equal(f(a, b).ToArray<bool>(), f(a.To(d), b.To(d)).ToArray<bool>());
+        var x = Tensor.RandomNormal([9, 11], 1); var y = Tensor.RandomNormal([9, 11], 2);
+        Same(t => Ops.Where(t[0] > t[1], t[0], t[1] * 2), [x, y], "where");
+        Same(t => Autograd.Grad((t[0].Relu() * t[1]).Sum(), t[0])[0], [x, y], "relu gradient (a where)");
+    }
+
+    [Fact]
     public void Reductions()
     {
         var x = Tensor.RandomNormal([6, 50, 9], 5);
@@ -294,6 +306,103 @@ public class CudaGraphTests
         finally { CudaBackend.RebindEnabled = true; }
         Assert.Equal(0, backend.InputsBound - bound0);
         Assert.Equal(0, backend.OutputsHandedOut - handed0);
+    }
+
+    [Fact]
+    public void IndependentBranchesAreCapturedOnForkedStreamsAndGiveTheSameValues()
+    {
+        // Three GEMM branches from one x (q/k/v-like) and a joined result: the capture puts branches on side
+        // streams (graph edges from events); with side streams off the same kernels run on one stream.
+        var (d, backend) = Backend();
+        var wq = Tensor.RandomNormal([64, 48], 1, std: 0.2).To(d).Eval(); var wk = Tensor.RandomNormal([64, 48], 2, std: 0.2).To(d).Eval();
+        var wv = Tensor.RandomNormal([64, 48], 3, std: 0.2).To(d).Eval();
+        static Tensor F(Tensor x, Tensor a, Tensor b, Tensor c) => (x.MatMul(a).Tanh() + x.MatMul(b).Exp() * 0.5) * x.MatMul(c).Softmax(-1) + (x * 2).Sum([1], keepDim: true);
+        var cpu = new[] { wq, wk, wv }.Select(w => w.To(Device.Cpu).Eval()).ToArray();
+        void Check(int rows)   // a new row count is a new plan, captured under the current setting
+        {
+            for (int s = 0; s < 4; s++)
+            {
+                var x = Tensor.RandomNormal([rows, 64], 700 + s);
+                var expected = F(x, cpu[0], cpu[1], cpu[2]).ToArray<float>();
+                var got = F(x.To(d), wq, wk, wv).ToArray<float>();
+                for (int i = 0; i < expected.Length; i++)
+                    Assert.True(Math.Abs(expected[i] - got[i]) <= 1e-4 * Math.Abs(expected[i]) + 1e-4, $"rows {rows} step {s} [{i}]: {expected[i]} vs {got[i]}");
+            }
+        }
+        long forked0 = backend.ForkedNodes;
+        Check(16);
+        Assert.True(backend.ForkedNodes > forked0, "some branch should have been captured on a side stream");
+        int saved = CudaBackend.SideStreams;
+        CudaBackend.SideStreams = 0;
+        try
+        {
+            long forked1 = backend.ForkedNodes;
+            Check(17);
+            Assert.Equal(forked1, backend.ForkedNodes);
+        }
+        finally { CudaBackend.SideStreams = saved; }
+    }
+
+    [Fact]
+    public void MemoryStatsFollowTheAllocatorAndTheGraphs()
+    {
+        var (d, _) = Backend();
+        var before = KilnCuda.MemoryStats();
+        var x = Tensor.RandomNormal([1 << 20], 1).To(d).Eval();   // 4 MiB held
+        for (int i = 0; i < 4; i++)   // captured on the second run; each result given back before the next replay
+        {
+            using var t = (x * 3 - 1).Exp();
+            t.Eval();
+        }
+        var y = (x * 3 - 1).Exp().Eval();
+        var held = KilnCuda.MemoryStats();
+        Assert.True(held.InUseBytes >= before.InUseBytes + (4 << 20), $"in use {before.InUseBytes} -> {held.InUseBytes}");
+        Assert.True(held.PeakReservedBytes >= held.ReservedBytes && held.ReservedBytes >= held.CachedBytes);
+        Assert.True(held.Graphs >= 1 && held.GraphBytes >= (4 << 20), $"graphs {held.Graphs}, {held.GraphBytes} bytes");
+        Assert.True(held.CacheHits > before.CacheHits, "replays should reuse cached blocks");
+        GC.KeepAlive(x); GC.KeepAlive(y);
+        KilnCuda.EmptyCache();
+        Assert.Equal(0, KilnCuda.MemoryStats().CachedBytes);
+    }
+
+    [Fact]
+    public void GraphsBuiltOnSixteenThreadsEvaluateCorrectlyOnOneDevice()
+    {
+        // Each thread builds its own lazy graphs (four structures shared between threads, new data every step) and
+        // evaluates them on cuda:0 while the others do: uploads, captures, replays and downloads interleave.
+        var (d, backend) = Backend();
+        var w = Tensor.RandomNormal([32, 24], 1).To(d).Eval();
+        var g = Tensor.RandomNormal([24], 2, mean: 1, std: 0.1).To(d).Eval();
+        var wCpu = w.To(Device.Cpu).Eval(); var gCpu = g.To(Device.Cpu).Eval();
+        static Tensor F(int kind, Tensor x, Tensor w, Tensor g) => kind switch
+        {
+            0 => (x * 2 + 1).Tanh(),
+            1 => x.MatMul(w).Softmax(-1),
+            2 => Ops.RmsNorm(x.MatMul(w), g) * 0.5,
+            _ => (x.MatMul(w) + 0.25).Exp().Sum([1]),
+        };
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        long captures0 = backend.Captures;
+        var threads = Enumerable.Range(0, 16).Select(t => new Thread(() =>
+        {
+            try
+            {
+                for (int step = 0; step < 6; step++)
+                {
+                    int kind = (t + step) % 4;
+                    var x = Tensor.RandomNormal([8, 32], 1000 * t + step);
+                    var expected = F(kind, x, wCpu, gCpu).ToArray<float>();
+                    var got = F(kind, x.To(d), w, g).ToArray<float>();
+                    for (int i = 0; i < got.Length; i++)
+                        if (!(Math.Abs(expected[i] - got[i]) <= 1e-4 * Math.Abs(expected[i]) + 1e-4)) { failures.Enqueue($"thread {t} step {step} kind {kind} [{i}]: {expected[i]} vs {got[i]}"); break; }
+                }
+            }
+            catch (Exception e) { failures.Enqueue($"thread {t}: {e.GetType().Name}: {e.Message}"); }
+        })).ToList();
+        threads.ForEach(th => th.Start());
+        Assert.True(threads.All(th => th.Join(TimeSpan.FromSeconds(120))), "a thread did not finish within 2 minutes");
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        Assert.True(backend.Captures - captures0 >= 1, "the repeated structures should have been captured");
     }
 
     [Fact]

@@ -42,13 +42,32 @@ internal sealed partial class CudaBackend : IDeviceBackend
         return Realised.Contiguous(new Runtime.Buffer(dtype, mem, n), shape);
     }
 
+    /// <summary>Frees the allocator's cache (after the GPU has finished the work queued so far).</summary>
+    public void EmptyCache()
+    {
+        lock (_executeGate)
+        {
+            _context.Synchronize();
+            _alloc.Trim();
+        }
+    }
+
     private static ulong Ptr(Realised r) => ((CudaMemory)r.Buffer.DeviceMemory!).Pointer;
 
     // Single-element uploads (the fill constants of `x * 0.5`, step scalars) by value: each distinct value is
     // copied to the GPU once and kept (pinned), so building a graph does not pay a synchronous copy per scalar.
     private readonly ConcurrentDictionary<(DType, long), Runtime.Buffer> _scalars = new();
 
+    // Every entry point (Upload, Download, Execute, TryRun) holds _executeGate: one thread at a time drives the
+    // GPU. Besides the launch path not being built for concurrent use, a capture in progress on one thread must
+    // not see another thread's work: its kernels would join the capture (the stream field is shared) and a
+    // legacy-stream copy would invalidate it (the graph stream is a blocking stream).
     public Realised Upload(Realised host)
+    {
+        lock (_executeGate) return UploadCore(host);
+    }
+
+    private Realised UploadCore(Realised host)
     {
         _context.MakeCurrent();
         var b = host.Buffer;
@@ -85,6 +104,11 @@ internal sealed partial class CudaBackend : IDeviceBackend
     };
 
     public Realised Download(Realised device)
+    {
+        lock (_executeGate) return DownloadCore(device);
+    }
+
+    private Realised DownloadCore(Realised device)
     {
         _context.MakeCurrent();
         var dense = device.IsContiguous ? device : Copy(device);
@@ -134,11 +158,19 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (Model(node, x) is { } structured) return structured;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
         if (Decode(node, x) is { } decode) return decode;
+        if (Comparison(op) is { } cmp && x.Length == 2 && x[0].DType == x[1].DType)   // NaN: false, but true for ne (as C# and PyTorch)
+            return Elementwise(node, x, [$"bool t0 = (x0 {cmp} x1);"], $"{op.Name}_{x[0].DType}");
+        if (ReferenceEquals(op, OpTable.Where) && x[0].DType == DType.Bool && x[1].DType == node.DType && x[2].DType == node.DType)
+            return Elementwise(node, x, [$"{CudaCodegen.Compute(node.DType)} t0 = x0 ? x1 : x2;"], $"where_{node.DType}");
         if (CudaCodegen.Expression(op, "x0", x.Length > 1 ? "x1" : null, node.DType) is { } e
             && x.All(i => i.DType == node.DType) && node.DType is DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16)
             return Elementwise(node, x, [$"{CudaCodegen.Compute(node.DType)} t0 = {e};"], $"{op.Name}_{node.DType}");
-        throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, fused elementwise groups, casts, sum/mean/max, matmul, norms, softmax, cross-entropy, rope, embedding, attention and the optimizer ops)");
+        throw new NotSupportedException($"{op.Name} on {_device}: no CUDA kernel yet (the CUDA backend covers views, elementwise ops, comparisons and where, fused elementwise groups, casts, sum/mean/max, matmul, norms, softmax, cross-entropy, rope, embedding, attention and the optimizer ops)");
     }
+
+    private static string? Comparison(OpDef op) =>
+        ReferenceEquals(op, OpTable.Eq) ? "==" : ReferenceEquals(op, OpTable.Ne) ? "!=" : ReferenceEquals(op, OpTable.Lt) ? "<"
+        : ReferenceEquals(op, OpTable.Le) ? "<=" : ReferenceEquals(op, OpTable.Gt) ? ">" : ReferenceEquals(op, OpTable.Ge) ? ">=" : null;
 
     private Realised View(Node node, Realised[] x)
     {

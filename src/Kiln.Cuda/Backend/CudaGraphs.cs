@@ -46,6 +46,11 @@ internal sealed partial class CudaBackend : IPlanRunner
 
     public Dictionary<int, Realised>? TryRun(Plan plan, Realised[] inputs)
     {
+        lock (_executeGate) return TryRunCore(plan, inputs);   // see CudaBackend.Upload: one thread drives the GPU
+    }
+
+    private Dictionary<int, Realised>? TryRunCore(Plan plan, Realised[] inputs)
+    {
         // Plans without kernels (an upload, views) gain nothing from a graph: staging would only add copies.
         if (!GraphsEnabled || plan.Nodes.Any(ReadsHostScalar) || plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View)) return null;
         var pg = _graphs.GetValue(plan, _ => new PlanGraph());
@@ -98,14 +103,19 @@ internal sealed partial class CudaBackend : IPlanRunner
         _arena = new Arena(_alloc);
         ExecuteAll(plan, pg.Staged);
         _arena.Replay();
-        _log = new CaptureLog(GraphStream);
+        // Side streams and their cuBLASLt workspaces exist before capturing: allocating inside a capture is refused.
+        while (_sideStreams.Length < SideStreams) _sideStreams = [.. _sideStreams, new CudaStream(_context, nonBlocking: true)];
+        if (_blas.IsValueCreated) foreach (var side in _sideStreams) _blas.Value.EnsureWorkspace(side);
+        _log = new CaptureLog();
         CudaKernel.Recorder = _log;
         GraphStream.BeginCapture(StreamCaptureMode.ThreadLocal);
         Realised[] vals;
-        try { vals = ExecuteAll(plan, pg.Staged); }
-        catch { try { GraphStream.EndCapture().Dispose(); } catch (CudaException) { } throw; }
-        finally { CudaKernel.Recorder = null; }
+        var events = new List<CudaEvent>();
+        try { vals = SideStreams > 0 ? ExecuteForked(plan, pg.Staged, events) : ExecuteAll(plan, pg.Staged); }
+        catch { try { GraphStream.EndCapture().Dispose(); } catch (CudaException) { } foreach (var e in events) e.Dispose(); throw; }
+        finally { CudaKernel.Recorder = null; _current = GraphStream; }
         pg.Graph = GraphStream.EndCapture();   // kept: its node handles address the exec's nodes when re-pointing
+        foreach (var e in events) e.Dispose();   // captured as graph edges; the events themselves are done
         pg.Exec = pg.Graph.Instantiate();
         pg.Arena = _arena;
         _arena = null;   // the outputs' copies come from the ordinary allocator
@@ -170,6 +180,99 @@ internal sealed partial class CudaBackend : IPlanRunner
                 : Execute(plan.Nodes[i], ins);
         }
         return vals;
+    }
+
+    /// <summary>Side streams a capture may fork independent branches onto (KILN_DISABLE=cudastreams: none, one stream).</summary>
+    internal static int SideStreams = Settings.IsDisabled("cudastreams") ? 0 : 3;
+
+    /// <summary>Plan nodes captured on a side stream, i.e. in a branch the GPU can run beside another (tests read it).</summary>
+    public long ForkedNodes;
+
+    private CudaStream[] _sideStreams = [];
+
+    /// <summary>
+    /// The capturing run with independent branches on forked streams: each node continues the stream of a producer
+    /// it is the next step of, otherwise takes the least recently used stream; a producer on another stream is
+    /// waited for through an event (a graph edge once captured), and every side stream joins the graph stream at
+    /// the end. A single chain stays on the graph stream with no events at all. The arena hands out the same
+    /// blocks in the same order as the preparing run, and no block is reused within a plan, so branches running
+    /// at once never share memory (cuBLASLt gets a workspace per stream).
+    /// </summary>
+    private Realised[] ExecuteForked(Plan plan, Realised[] inputs, List<CudaEvent> events)
+    {
+        int n = plan.Nodes.Length;
+        var pool = new CudaStream[SideStreams + 1];
+        pool[0] = GraphStream;
+        for (int k = 1; k < pool.Length; k++) pool[k] = _sideStreams[k - 1];
+        var streamOf = Schedule(plan, pool.Length);
+        var needsEvent = new bool[n];
+        for (int i = 0; i < n; i++)
+            foreach (int p in Producers(plan, streamOf, i))
+                if (streamOf[p] != streamOf[i]) needsEvent[p] = true;
+        CudaEvent NewEvent() { var e = new CudaEvent(_context, timing: false); events.Add(e); return e; }
+        var fork = NewEvent();
+        fork.Record(GraphStream);   // side streams join the capture by waiting on the graph stream first
+        var joined = new bool[pool.Length];
+        var done = new CudaEvent?[n];
+        var vals = new Realised[n];
+        for (int i = 0; i < n; i++)
+        {
+            var codes = plan.Inputs[i];
+            var ins = new Realised[codes.Length];
+            for (int k = 0; k < codes.Length; k++) ins[k] = codes[k] >= 0 ? vals[codes[k]] : inputs[~codes[k]];
+            if (streamOf[i] < 0) { vals[i] = new Realised(ins[0].Buffer, ins[0].Offset, ins[0].Shape, ins[0].Strides); continue; }   // staged upload
+            int s = streamOf[i];
+            if (s > 0 && !joined[s]) { pool[s].Wait(fork); joined[s] = true; }
+            foreach (int p in Producers(plan, streamOf, i))
+                if (streamOf[p] != s) pool[s].Wait(done[p]!);
+            _current = pool[s];
+            vals[i] = Execute(plan.Nodes[i], ins);
+            if (s > 0) Interlocked.Increment(ref ForkedNodes);
+            if (needsEvent[i]) { done[i] = NewEvent(); done[i]!.Record(pool[s]); }
+        }
+        _current = GraphStream;
+        for (int s = 1; s < pool.Length; s++)
+            if (joined[s]) { var e = NewEvent(); e.Record(pool[s]); GraphStream.Wait(e); }
+        return vals;
+    }
+
+    /// <summary>Stream per node (-1: a staged upload, no work); see ExecuteForked.</summary>
+    private static int[] Schedule(Plan plan, int streams)
+    {
+        int n = plan.Nodes.Length;
+        var streamOf = new int[n];
+        var tail = new int[streams];
+        var lastUse = new int[streams];
+        Array.Fill(tail, -1);
+        Array.Fill(lastUse, -1);
+        for (int i = 0; i < n; i++)
+        {
+            if (ReferenceEquals(plan.Nodes[i].Op, OpTable.ToDevice)) { streamOf[i] = -1; continue; }
+            int s = -1;
+            foreach (int p in Producers(plan, streamOf, i))
+                if (tail[streamOf[p]] == p) { s = streamOf[p]; break; }
+            if (s < 0)
+            {
+                s = 0;
+                for (int k = 1; k < streams; k++) if (lastUse[k] < lastUse[s]) s = k;
+            }
+            streamOf[i] = s; tail[s] = i; lastUse[s] = i;
+        }
+        return streamOf;
+    }
+
+    /// <summary>The plan nodes node <paramref name="i"/> reads that do work (not staged uploads), each once.</summary>
+    private static IEnumerable<int> Producers(Plan plan, int[] streamOf, int i)
+    {
+        var codes = plan.Inputs[i];
+        for (int k = 0; k < codes.Length; k++)
+        {
+            int c = codes[k];
+            if (c < 0 || streamOf[c] < 0) continue;
+            bool seen = false;
+            for (int j = 0; j < k; j++) seen |= codes[j] == c;
+            if (!seen) yield return c;
+        }
     }
 
     /// <summary>Copies each input into the plan's staging buffer unless it is the very value staged last time.</summary>
@@ -241,6 +344,16 @@ internal sealed partial class CudaBackend : IPlanRunner
         }
     }
 
+    /// <summary>Allocator figures plus the memory the instantiated graphs own.</summary>
+    public CudaMemoryStats MemoryStats()
+    {
+        lock (_recent)
+        {
+            long bytes = _recent.Sum(pg => (pg.Arena?.Bytes ?? 0) + (pg.Staged?.Sum(s => Mem(s).Bytes) ?? 0));
+            return _alloc.Stats(bytes, _recent.Count);
+        }
+    }
+
     /// <summary>Marks <paramref name="pg"/> most recently used.</summary>
     private void Touch(PlanGraph pg)
     {
@@ -291,7 +404,7 @@ internal sealed partial class CudaBackend : IPlanRunner
     private sealed record LaunchRecord(IntPtr Node, CudaKernel Kernel, Dim3 Grid, Dim3 Block, int Shared, ulong[] Args);
 
     /// <summary>The launches of one capture with their graph nodes, and the pointers given to anything else.</summary>
-    private sealed class CaptureLog(CudaStream stream) : ILaunchRecorder
+    private sealed class CaptureLog : ILaunchRecorder
     {
         public readonly List<LaunchRecord> Launches = [];
         public readonly List<ulong> Foreign = [];
@@ -299,7 +412,8 @@ internal sealed partial class CudaBackend : IPlanRunner
 
         public void Launched(CudaKernel kernel, Dim3 grid, Dim3 block, int sharedBytes, CudaStream? on, ReadOnlySpan<KernelArg> args)
         {
-            var node = ReferenceEquals(on, stream) ? CudaGraphExec.LastCapturedNode(stream) : IntPtr.Zero;
+            // On the graph stream or a side stream forked from it (the legacy stream cannot be captured).
+            var node = on is not null ? CudaGraphExec.LastCapturedNode(on) : IntPtr.Zero;
             if (node == IntPtr.Zero) { Broken = true; return; }   // not a single new node on the capture stream: re-point nothing
             var bits = new ulong[args.Length];
             for (int i = 0; i < args.Length; i++) bits[i] = args[i].Bits;
@@ -344,6 +458,8 @@ internal sealed partial class CudaBackend : IPlanRunner
         public void Replay() => _next = 0;
 
         public bool Owns(CudaMemory m) => _blocks.Contains(m);
+
+        public long Bytes => _blocks.Sum(b => b.Bytes);
 
         public void Free() { foreach (var b in _blocks) b.Free(); _blocks.Clear(); }
 

@@ -9,7 +9,7 @@ namespace Kiln.Cuda.Backend;
 internal sealed class CudaAllocator(CudaContext context, Device device)
 {
     private readonly ConcurrentDictionary<long, ConcurrentBag<DeviceBuffer>> _free = new();
-    private long _cachedBytes;
+    private long _cachedBytes, _reservedBytes, _peakReservedBytes, _allocations, _cacheHits, _retries;
 
     public Device Device => device;
 
@@ -19,14 +19,22 @@ internal sealed class CudaAllocator(CudaContext context, Device device)
         if (_free.TryGetValue(size, out var bag) && bag.TryTake(out var b))
         {
             Interlocked.Add(ref _cachedBytes, -size);
+            Interlocked.Increment(ref _cacheHits);
             return new CudaMemory(this, b, size);
         }
-        try { return new CudaMemory(this, DeviceBuffer.Allocate(context, size), size); }
+        DeviceBuffer fresh;
+        try { fresh = DeviceBuffer.Allocate(context, size); }
         catch (CudaException) when (Interlocked.Read(ref _cachedBytes) > 0)
         {
             Trim();   // out of memory: free the cache and retry once (the retry's error names the sizes)
-            return new CudaMemory(this, DeviceBuffer.Allocate(context, size), size);
+            Interlocked.Increment(ref _retries);
+            fresh = DeviceBuffer.Allocate(context, size);
         }
+        Interlocked.Increment(ref _allocations);
+        long reserved = Interlocked.Add(ref _reservedBytes, size);
+        for (long peak = Interlocked.Read(ref _peakReservedBytes); reserved > peak; peak = Interlocked.Read(ref _peakReservedBytes))
+            if (Interlocked.CompareExchange(ref _peakReservedBytes, reserved, peak) == peak) break;
+        return new CudaMemory(this, fresh, size);
     }
 
     internal void Return(DeviceBuffer b, long size)
@@ -38,9 +46,19 @@ internal sealed class CudaAllocator(CudaContext context, Device device)
     public void Trim()
     {
         foreach (var bag in _free.Values)
-            while (bag.TryTake(out var b)) { Interlocked.Add(ref _cachedBytes, -b.Bytes); b.Dispose(); }
+            while (bag.TryTake(out var b))
+            {
+                Interlocked.Add(ref _cachedBytes, -b.Bytes);
+                Interlocked.Add(ref _reservedBytes, -b.Bytes);
+                b.Dispose();
+            }
     }
+
+    public CudaMemoryStats Stats(long graphBytes, int graphs) => new(
+        Interlocked.Read(ref _reservedBytes), Interlocked.Read(ref _cachedBytes), Interlocked.Read(ref _peakReservedBytes),
+        graphBytes, graphs, Interlocked.Read(ref _allocations), Interlocked.Read(ref _cacheHits), Interlocked.Read(ref _retries));
 }
+
 
 /// <summary>One engine buffer's device memory. Release (or finalization of a dropped value) returns it to the cache.</summary>
 internal sealed class CudaMemory : IDeviceMemory

@@ -34,6 +34,7 @@ internal static unsafe partial class CuNative
     [LibraryImport(Lib)] internal static partial int cuStreamCreate(IntPtr* stream, uint flags);
     [LibraryImport(Lib)] internal static partial int cuStreamDestroy_v2(IntPtr stream);
     [LibraryImport(Lib)] internal static partial int cuStreamSynchronize(IntPtr stream);
+    [LibraryImport(Lib)] internal static partial int cuStreamWaitEvent(IntPtr stream, IntPtr ev, uint flags);
 
     // Events (cuEventElapsedTime is resolved at run time: CUDA 12.8+ drivers add _v2, and CUDA 13 headers
     // map the plain name onto it; see CudaEvent.ElapsedMs)
