@@ -150,6 +150,19 @@ public class EngineTests
     }
 
     [Fact]
+    public void ConcatPadAndTriangle()
+    {
+        var a = Tensor.RandomNormal([2, 3, 5], 1); var b = Tensor.RandomNormal([2, 4, 5], 2); var c = Tensor.RandomNormal([2, 1, 5], 3);
+        Same(t => Ops.Concat([t[0], t[1], t[2]], axis: 1), [a, b, c], "concat middle axis");
+        Same(t => Ops.Concat([t[0].Slice(2, 1, 4), t[0]], axis: 2), [a], "concat of a strided view, last axis");
+        var s = Tensor.RandomNormal([3, 7, 6], 4);
+        Same(t => t[0].Pad([0, 2, 1], [1, 0, 3], -1.5), [s], "pad with a value");
+        foreach (var (lower, diag) in new[] { (true, 0), (true, 2), (false, -1), (false, 3) })
+            Same(t => t[0].Triangle(lower, diag, double.NegativeInfinity).Exp(), [s], $"triangle lower={lower} diagonal={diag}");
+        Same(t => t[0].Permute(0, 2, 1).Triangle(true, 1, 0.5), [s], "triangle of a permuted view");
+    }
+
+    [Fact]
     public void Reductions()
     {
         var x = Tensor.RandomNormal([6, 50, 9], 5);

@@ -79,4 +79,21 @@ public class GenerationOnGpuTests
         Console.WriteLine($"[gen-gpu] {gpu.RequireTokenizer().Decode([1, .. b])}");
         Assert.Equal(a, b);
     }
+
+    [Fact]
+    public void BatchedLeftPaddedGreedyDecodeOnTheGpuEqualsTheCpu()
+    {
+        // Prompts of different lengths, left-padded with a mask and a growing cache (concat on the GPU).
+        Gpu.Context();
+        KilnCuda.Register();
+        string path = typeof(LoraOnGpuTests).GetMethod("Model", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.Invoke(null, null) as string ?? "";
+        var cpu = Pretrained.Load(path);
+        var gpu = Pretrained.Load(path);
+        gpu.Model.To(Device.Cuda(0));
+        var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 24, StopTokens = [] };
+        int[][] prompts = [[1, 403, 407], [1], [1, 403, 407, 261, 378, 300]];
+        var a = new Kiln.LoRA.Generation.Generator(cpu.Model, cpu.RequireTokenizer()).GenerateIdsBatch(prompts, o);
+        var b = new Kiln.LoRA.Generation.Generator(gpu.Model, gpu.RequireTokenizer()).GenerateIdsBatch(prompts, o);
+        for (int r = 0; r < prompts.Length; r++) Assert.Equal(a[r], b[r]);
+    }
 }

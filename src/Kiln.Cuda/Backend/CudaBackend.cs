@@ -156,6 +156,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
         if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
         if (Model(node, x) is { } structured) return structured;
+        if (Layout(node, x) is { } layout) return layout;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
         if (Decode(node, x) is { } decode) return decode;
         if (Comparison(op) is { } cmp && x.Length == 2 && x[0].DType == x[1].DType)   // NaN: false, but true for ne (as C# and PyTorch)
@@ -210,7 +211,8 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     private Realised Elementwise(Node node, Realised[] x, List<string> steps, string key) => Run(node.Shape, node.DType, x, steps, key);
 
-    private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key, Realised? into = null)
+    /// <param name="indexed">the steps read the flat output index <c>i</c> (no vector variant, which walks groups)</param>
+    private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key, Realised? into = null, bool indexed = false)
     {
         if (shape.Length > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {shape.Length} > {CudaCodegen.MaxRank}");
         var inTypes = x.Select(i => i.DType).ToArray();
@@ -221,7 +223,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (n == 0) return o;
         // 16-byte vector accesses when every dense operand starts 16-byte aligned (a re-pointed graph keeps
         // each buffer's alignment, see CudaGraphs.Bind).
-        int lanes = dense ? CudaCodegen.VectorLanes(outType, inTypes, scalar) : 0;
+        int lanes = dense && !indexed ? CudaCodegen.VectorLanes(outType, inTypes, scalar) : 0;
         if (lanes > 0 && (n < lanes || !Aligned16(o) || !x.Select((v, k) => scalar[k] || Aligned16(v)).All(b => b))) lanes = 0;
         string fullKey = key + "/" + string.Join(",", inTypes) + "->" + outType + (dense ? "/dense:" + string.Concat(scalar.Select(b => b ? 's' : 'd')) + (lanes > 0 ? $"/v{lanes}" : "") : "");
         var kernel = Kernel(fullKey, name => CudaCodegen.Kernel(name, outType, inTypes, steps, dense ? scalar : null, lanes));
@@ -252,14 +254,16 @@ internal sealed partial class CudaBackend : IDeviceBackend
             for (int d = 0; d < rank; d++)
                 m[at + 1 + d] = d < lead || x[k].Shape[d - lead] == 1 ? 0 : x[k].Strides[d - lead];
         }
-        string key = string.Join(",", m);
-        return _meta.GetOrAdd(key, _ =>
-        {
-            var b = DeviceBuffer.Allocate<long>(_context, m.Length);
-            b.CopyFrom<long>(m);
-            return b;
-        });
+        return MetaBuffer(string.Join(",", m), m);
     }
+
+    /// <summary>A kernel's metadata array on the device, uploaded once per distinct content (keyed by <paramref name="key"/>).</summary>
+    private DeviceBuffer MetaBuffer(string key, long[] values) => _meta.GetOrAdd(key, _ =>
+    {
+        var b = DeviceBuffer.Allocate<long>(_context, Math.Max(values.Length, 1));
+        b.CopyFrom<long>(values);
+        return b;
+    });
 
     private CudaKernel Kernel(string key, Func<string, string> source) =>
         _kernels.GetOrAdd(key, k => new Lazy<CudaKernel>(() =>
@@ -310,7 +314,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         var m = new List<long> { x.Offset, outer.Length, inner.Length };
         m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
         m.AddRange(inner.Select(v => (long)v)); m.AddRange(a.Axes.Select(d => x.Strides[d]));
-        var meta = _meta.GetOrAdd("r:" + string.Join(",", m), _ => { var b = DeviceBuffer.Allocate<long>(_context, m.Count); b.CopyFrom<long>(m.ToArray()); return b; });
+        var meta = MetaBuffer("r:" + string.Join(",", m), [.. m]);
         if (n > 0)
         {
             kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,

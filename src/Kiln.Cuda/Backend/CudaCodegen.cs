@@ -63,6 +63,13 @@ internal static class CudaCodegen
     /// <summary>A C literal of <paramref name="v"/> in the dtype's precision (always with a decimal point or exponent).</summary>
     public static string Literal(double v, DType t)
     {
+        if (!double.IsFinite(v))   // no C literal spells ±inf or NaN: their bit patterns
+        {
+            bool single = FloatMath(t);
+            string bits = double.IsNaN(v) ? (single ? "0x7fc00000" : "0x7ff8000000000000LL")
+                : v > 0 ? (single ? "0x7f800000" : "0x7ff0000000000000LL") : (single ? "(int)0xff800000" : "(long long)0xfff0000000000000ULL");
+            return single ? $"__int_as_float({bits})" : $"__longlong_as_double({bits})";
+        }
         string s = v.ToString("R", CultureInfo.InvariantCulture);
         if (!s.Contains('.') && !s.Contains('E') && !s.Contains('e')) s += ".0";   // "1f" would be a user-defined literal
         return FloatMath(t) ? s + "f" : s;
