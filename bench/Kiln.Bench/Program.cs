@@ -30,6 +30,15 @@ if (args.Length > 0 && args[0] == "probe-hit")
     Console.WriteLine($"build {build:F1} µs, key walk {key:F1} µs, cache get {get:F1} µs, whole Eval {eval:F1} µs (run = Eval - key - get ≈ {eval - key - get:F1} µs)");
     return 0;
 }
+if (args.Length > 0 && args[0] == "probe-reduce")
+{
+    // Leading-axis sums (a broadcast weight's gradient): plain over a realised x, and over a fused program.
+    var x = Kiln.Tensor.RandomNormal([16, 256, 1024], 1).Eval(); var y = Kiln.Tensor.RandomNormal([1024], 2).Eval();
+    double Med(Func<Kiln.Tensor> f) { var t = Enumerable.Range(0, 31).Select(_ => { var sw = Stopwatch.StartNew(); f().Eval(); return sw.Elapsed.TotalMicroseconds; }).ToArray(); Array.Sort(t); return t[15]; }
+    for (int w = 0; w < 5; w++) { x.Sum([0, 1]).Eval(); (x * y).Exp().Sum([0, 1]).Eval(); }
+    Console.WriteLine($"sum([0,1]) of x (16,256,1024): {Med(() => x.Sum([0, 1])):F0} µs; of exp(x·y): {Med(() => (x * y).Exp().Sum([0, 1])):F0} µs; sum([0]) of x: {Med(() => x.Sum([0])):F0} µs");
+    return 0;
+}
 if (args.Length > 0 && args[0] == "lora")
 {
     // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.

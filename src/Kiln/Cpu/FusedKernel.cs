@@ -165,6 +165,7 @@ internal static class FusedKernel
         long n = Shapes.Numel(shape);
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
         long outputs = Shapes.Numel(node.Shape);
+        if (a.Axes.Length != shape.Length && KeptLastSum.Applies(shape.Length, a.Axes)) return ReduceGroups(inputs, node, a, steps, maps, readers);
         // A full reduction walks 1024-element blocks; a row reduction walks one row per block.
         bool rows = outputs > 1;
         int width = rows ? shape[^1] : (int)Math.Min(Block, Math.Max(n, 1));
@@ -196,6 +197,21 @@ internal static class FusedKernel
         if (a.Mean) total /= n;
         o.Span<T>()[0] = T.CreateTruncating(total);
         return o;
+    }
+
+    /// <summary>fused_reduce over leading/middle axes with the last axis kept: the program runs one row at a time
+    /// into scratch and the rows are summed by KeptLastSum, the same code as the plain reduction.</summary>
+    private static Realised ReduceGroups<T>(Realised[] inputs, Node node, FusedReduceAttrs a, FusedInstruction[] steps,
+        SpanMap<T>?[] maps, InputReader[] readers)
+        where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
+    {
+        int width = a.Shape[^1], slots = steps.Length + inputs.Length;
+        return KeptLastSum.Run<T>(a.Shape, a.Axes, a.Mean, node.Shape, node.DType, slots * width, steps.Length, (row, scratch) =>
+        {
+            var values = scratch.AsSpan((steps.Length - 1) * width, width);
+            RunBlock(steps, maps, readers, scratch, width, row * width, width, values);
+            return values;
+        });
     }
 
     /// <summary>

@@ -36,19 +36,20 @@ internal sealed record DeviceAttrs(Device Target) : IOpAttrs
 
 public static partial class OpTable
 {
-    /// <summary>sum/mean over all axes of a fused elementwise program (Passes/ReductionPrologueFusion); optimizer-made.</summary>
+    /// <summary>sum/mean over some axes of a fused elementwise program (Passes/ReductionPrologueFusion); optimizer-made.</summary>
     public static readonly OpDef FusedReduce = new("fused_reduce", -1, FusionClass.Reduction,
         (i, _) => throw new InvalidOperationException("fused_reduce nodes are made by the optimizer"),
         (x, n) => Cpu.FusedKernel.Reduce(x, n), null);
 }
 
-/// <summary>The program, whether the result is the mean (else the sum), and the program's output shape.</summary>
-internal sealed record FusedReduceAttrs(FusedProgram Program, bool Mean, int[] Shape) : IOpAttrs
+/// <summary>The program, whether the result is the mean (else the sum), the program's output shape, and the
+/// reduced axes of that shape (sorted).</summary>
+internal sealed record FusedReduceAttrs(FusedProgram Program, bool Mean, int[] Shape, int[] Axes) : IOpAttrs
 {
-    public void AddTo(ref HashCode h) { Program.AddTo(ref h); h.Add(Mean); foreach (int d in Shape) h.Add(d); }
-    public bool Equals(FusedReduceAttrs? o) => o is not null && Program.Equals(o.Program) && Mean == o.Mean && Shape.AsSpan().SequenceEqual(o.Shape);
+    public void AddTo(ref HashCode h) { Program.AddTo(ref h); h.Add(Mean); foreach (int d in Shape) h.Add(d); h.Add(-1); foreach (int a in Axes) h.Add(a); }
+    public bool Equals(FusedReduceAttrs? o) => o is not null && Program.Equals(o.Program) && Mean == o.Mean && Shape.AsSpan().SequenceEqual(o.Shape) && Axes.AsSpan().SequenceEqual(o.Axes);
     public override int GetHashCode() { var h = new HashCode(); AddTo(ref h); return h.ToHashCode(); }
-    public override string ToString() => $"{(Mean ? "mean" : "sum")} of [{Program}]";
+    public override string ToString() => $"{(Mean ? "mean" : "sum")} over [{string.Join(",", Axes)}] of [{Program}]";
 }
 
 public static partial class OpTable

@@ -1,6 +1,8 @@
-// Reduction prologue fusion: a fused elementwise group read only by a sum or mean over all of its axes, or
-// over its last axis (one sum per row), becomes one `fused_reduce` node: the program runs block by block and each block is summed while it is
-// in cache, so the group's full-size output is never written (e.g. (x·y).sum(), (a − b)².mean()).
+// Reduction prologue fusion: a fused elementwise group read only by a sum or mean becomes one `fused_reduce`
+// node: the program runs block by block and each block is summed while it is in cache, so the group's full-size
+// output is never written (e.g. (x·y).sum(), (a − b)².mean(), (g·x).sum([0, 1]) for a broadcast weight's gradient).
+// The axes: all of them, the last one (one sum per row), or leading/middle ones with the last axis kept (rows
+// accumulated into their output row by Cpu.KeptLastSum, the plain reduction's own code for that layout).
 using Kiln.Graph;
 
 namespace Kiln.Passes;
@@ -9,9 +11,10 @@ internal static class ReductionPrologueFusion
 {
     public const string Name = "reduceprologue";
 
-    /// <summary>A reduction over the last axis only (one sum per row), rows short enough to run one at a time.</summary>
-    private static bool RowReduction(AxesAttrs ax, Node g) =>
-        ax.Axes.Length == 1 && g.Shape.Length > 1 && ax.Axes[0] == g.Shape.Length - 1 && g.Shape[^1] is > 0 and <= 16384;
+    private static bool IsLastAxisOnly(AxesAttrs ax, Node g) => ax.Axes.Length == 1 && ax.Axes[0] == g.Shape.Length - 1;
+
+    /// <summary>Rows (the last axis) are the kernel's blocks: short enough to run one at a time, and not empty.</summary>
+    private static bool RowsFit(Node g) => g.Shape.Length > 0 && g.Shape[^1] is > 0 and <= 16384;
 
     public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites)
     {
@@ -28,11 +31,11 @@ internal static class ReductionPrologueFusion
             if ((ReferenceEquals(n.Op, OpTable.Sum) || ReferenceEquals(n.Op, OpTable.Mean)) && n.Attrs is AxesAttrs ax
                 && n.InputArray[0] is { } g && ReferenceEquals(g.Op, OpTable.FusedElementwise) && !isInput(g)
                 && users.GetValueOrDefault(g) == 1 && g.DType == n.DType
-                && (ax.Axes.Length == g.Shape.Length || RowReduction(ax, g))
+                && (ax.Axes.Length == g.Shape.Length || (RowsFit(g) && (IsLastAxisOnly(ax, g) || Cpu.KeptLastSum.Applies(g.Shape.Length, ax.Axes))))
                 && n.Device.Kind == DeviceKind.Cpu)   // a CPU kernel (accelerator backends run the group and the reduction)
             {
                 replacement = new Node(OpTable.FusedReduce, g.InputArray.Select(Map).ToArray(),
-                    new FusedReduceAttrs((FusedProgram)g.Attrs!, ReferenceEquals(n.Op, OpTable.Mean), g.Shape), n.Shape, n.DType, n.Device);
+                    new FusedReduceAttrs((FusedProgram)g.Attrs!, ReferenceEquals(n.Op, OpTable.Mean), g.Shape, [.. ax.Axes.Order()]), n.Shape, n.DType, n.Device);
                 rewrites++;
             }
             else
