@@ -64,8 +64,8 @@ public class LoraOnGpuTests
 [Collection("gpu")]
 public class GenerationOnGpuTests
 {
-    [Fact]
-    public void GreedyDecodeOnTheGpuEqualsTheCpu()
+    /// <summary>stories260K twice: one copy on the CPU, one moved to cuda:0.</summary>
+    private static (PretrainedModel Cpu, PretrainedModel Gpu) CpuAndGpuModels()
     {
         Gpu.Context();
         KilnCuda.Register();
@@ -73,6 +73,13 @@ public class GenerationOnGpuTests
         var cpu = Pretrained.Load(path);
         var gpu = Pretrained.Load(path);
         gpu.Model.To(Device.Cuda(0));
+        return (cpu, gpu);
+    }
+
+    [Fact]
+    public void GreedyDecodeOnTheGpuEqualsTheCpu()
+    {
+        var (cpu, gpu) = CpuAndGpuModels();
         var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 40, StopTokens = [] };
         var a = new Kiln.LoRA.Generation.Generator(cpu.Model, cpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
         var b = new Kiln.LoRA.Generation.Generator(gpu.Model, gpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
@@ -84,12 +91,7 @@ public class GenerationOnGpuTests
     public void BatchedLeftPaddedGreedyDecodeOnTheGpuEqualsTheCpu()
     {
         // Prompts of different lengths, left-padded with a mask and a growing cache (concat on the GPU).
-        Gpu.Context();
-        KilnCuda.Register();
-        string path = typeof(LoraOnGpuTests).GetMethod("Model", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.Invoke(null, null) as string ?? "";
-        var cpu = Pretrained.Load(path);
-        var gpu = Pretrained.Load(path);
-        gpu.Model.To(Device.Cuda(0));
+        var (cpu, gpu) = CpuAndGpuModels();
         var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 24, StopTokens = [] };
         int[][] prompts = [[1, 403, 407], [1], [1, 403, 407, 261, 378, 300]];
         var a = new Kiln.LoRA.Generation.Generator(cpu.Model, cpu.RequireTokenizer()).GenerateIdsBatch(prompts, o);
