@@ -237,7 +237,7 @@ internal sealed partial class CudaBackend : IPlanRunner
     }
 
     /// <summary>Stream per node (-1: a staged upload, no work); see ExecuteForked.</summary>
-    private static int[] Schedule(Plan plan, int streams)
+    internal static int[] Schedule(Plan plan, int streams)
     {
         int n = plan.Nodes.Length;
         var streamOf = new int[n];
