@@ -10,6 +10,9 @@ internal static class KernelProfile
 {
     public static readonly bool Enabled = Settings.Log.Contains("kernels");
 
+    /// <summary>KILN_LOG=kernels,shapes: one row per op and shapes (output ← inputs) instead of per op.</summary>
+    private static readonly bool ByShape = Settings.Log.Contains("shapes");
+
     private static readonly ConcurrentDictionary<string, long[]> Totals = new();
 
     static KernelProfile()
@@ -20,7 +23,8 @@ internal static class KernelProfile
     public static void Add(Node node, long start)
     {
         long ticks = Stopwatch.GetTimestamp() - start;
-        var t = Totals.GetOrAdd(node.Op.Name, _ => new long[2]);
+        string key = ByShape ? $"{node.Op.Name} {Shapes.Format(node.Shape)} <- {string.Join(" ", node.InputArray.Select(i => Shapes.Format(i.Shape)))}" : node.Op.Name;
+        var t = Totals.GetOrAdd(key, _ => new long[2]);
         Interlocked.Increment(ref t[0]);
         Interlocked.Add(ref t[1], ticks);
     }
@@ -31,7 +35,7 @@ internal static class KernelProfile
             .OrderByDescending(r => r.Ms).ToArray();
         double total = rows.Sum(r => r.Ms);
         var sb = new System.Text.StringBuilder($"[kiln kernels] {total:F1} ms in kernels (parallel kernels overlap)\n");
-        foreach (var r in rows) sb.AppendLine($"  {r.Op,-22} {r.Count,8} runs {r.Ms,10:F1} ms {100 * r.Ms / Math.Max(total, 1e-9),5:F1}%");
+        foreach (var r in rows.Take(ByShape ? 40 : rows.Length)) sb.AppendLine($"  {r.Op,-22} {r.Count,8} runs {r.Ms,10:F1} ms {100 * r.Ms / Math.Max(total, 1e-9),5:F1}%");
         return sb.ToString();
     }
 }
