@@ -64,6 +64,18 @@ public static class CpuRows
                 var x = Tensor.RandomNormal(s, 1); var w = Tensor.RandomNormal([s[2]], 2); var b = Tensor.RandomNormal([s[2]], 3);
                 return () => Ops.LayerNorm(x, w, b, 1e-5);
             }, bytes, "GB/s");
+            // The same norms written as primitives: recognised as the fused ops unless KILN_DISABLE=fusion, so the
+            // fusion-off column runs the primitives one by one (the rows above call the fused op in both columns).
+            yield return new Row($"softmax_prims_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1);
+                return () => { var e = (x - x.Max([-1], keepDim: true)).Exp(); return e / e.Sum([-1], keepDim: true); };
+            }, bytes, "GB/s");
+            yield return new Row($"rmsnorm_prims_{shape}", shape, () =>
+            {
+                var x = Tensor.RandomNormal(s, 1); var w = Tensor.RandomNormal([s[2]], 2);
+                return () => x * (x.Square().Mean([-1], keepDim: true) + 1e-6).Rsqrt() * w;
+            }, bytes, "GB/s");
         }
         foreach (var (b, t, d) in new[] { (1, 128, 512), (4, 16, 512), (4, 16, 1024), (4, 16, 2048) })
             yield return new Row($"lora_{b}x{t}x{d}_r8", $"x={b}x{t}x{d},W={d}x{d},r=8", () =>

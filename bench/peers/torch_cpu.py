@@ -131,6 +131,7 @@ def layer_rows(record, f32):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default="torch_cpu.json", help="output JSON path")
+    ap.add_argument("--filter", default=None, help="only rows whose name contains this")
     args = ap.parse_args()
 
     threads = os.cpu_count()
@@ -155,6 +156,8 @@ def main():
     print("-" * len(hdr))
 
     def record(name, shape, fn, *, flops=None, nbytes=None):
+        if args.filter and args.filter not in name:
+            return
         sec, samples, inner = bench(fn)
         us = sec * 1e6
         row = {"name": name, "shape": shape, "us": round(us, 3)}
@@ -200,6 +203,13 @@ def main():
                    lambda x=x, w=w, bias=bias: torch.nn.functional.layer_norm(
                        x, (d,), w, bias, 1e-5),
                    nbytes=nbytes)
+
+            # The same norms written as primitives, as a user might (Kiln recognises them; PyTorch runs each op).
+            def softmax_prims(x=x):
+                e = (x - x.amax(-1, keepdim=True)).exp()
+                return e / e.sum(-1, keepdim=True)
+            record(f"softmax_prims_{s}", s, softmax_prims, nbytes=nbytes)
+            record(f"rmsnorm_prims_{s}", s, rmsnorm, nbytes=nbytes)
             del x
 
         # --- elementwise chain --------------------------------------------
