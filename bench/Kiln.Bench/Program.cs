@@ -39,6 +39,19 @@ if (args.Length > 0 && args[0] == "probe-reduce")
     Console.WriteLine($"sum([0,1]) of x (16,256,1024): {Med(() => x.Sum([0, 1])):F0} µs; of exp(x·y): {Med(() => (x * y).Exp().Sum([0, 1])):F0} µs; sum([0]) of x: {Med(() => x.Sum([0])):F0} µs");
     return 0;
 }
+if (args.Length > 0 && args[0] == "probe-program")
+{
+    // A matmul followed by an elementwise tail (tanh(x·W + b)·0.5 + r): matmul_program vs KILN_DISABLE=matmulprogram.
+    foreach (var (m, k, n) in new[] { (128, 512, 512), (512, 1024, 1024), (2048, 256, 1024) })
+    {
+        var x = Kiln.Tensor.RandomNormal([m, k], 1).Eval(); var w = Kiln.Tensor.RandomNormal([k, n], 2, std: 0.05).Eval();
+        var b = Kiln.Tensor.RandomNormal([n], 3).Eval(); var r = Kiln.Tensor.RandomNormal([m, n], 4).Eval();
+        double Med(Func<Kiln.Tensor> f) { var t = Enumerable.Range(0, 41).Select(_ => { var sw = Stopwatch.StartNew(); using var y = f(); y.Eval(); return sw.Elapsed.TotalMicroseconds; }).ToArray(); Array.Sort(t); return t[20]; }
+        for (int i = 0; i < 5; i++) ((x.MatMul(w) + b).Tanh() * 0.5 + r).Eval();
+        Console.WriteLine($"{m}x{k}x{n}: tanh(x·W + b)·0.5 + r {Med(() => (x.MatMul(w) + b).Tanh() * 0.5 + r):F0} µs, x·W alone {Med(() => x.MatMul(w)):F0} µs");
+    }
+    return 0;
+}
 if (args.Length > 0 && args[0] == "lora")
 {
     // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.

@@ -3,7 +3,7 @@
 // Vector512 (AVX-512) or Vector256 of every dense input, runs every step on registers (Vec512's or Vec256's
 // per-op helpers, inlined) and stores
 // one vector of the result; the last iteration overlaps the one before it (elements are independent and the
-// output never aliases an input), so there is no scalar tail and every element is computed by the same
+// output aliases an input only in FusedKernel's in-place runs, which never hand a loop a partial last vector), so there is no scalar tail and every element is computed by the same
 // vector code wherever it lies. Scalar inputs (one element, broadcast) are loaded once before the loop.
 // Compiled loops are cached by (program, dtype, which inputs are scalars): the program's equality is
 // structural, so a plan-cache hit, or a new plan with a known group, never compiles. Lazy values make

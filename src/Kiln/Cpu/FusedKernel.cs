@@ -42,14 +42,20 @@ internal static class FusedKernel
 
     private static bool UseCodegen => CodegenOverride.Value ?? !Settings.IsDisabled(Settings.Codegen);
 
-    public static Realised Run(Realised[] inputs, Node node)
+    public static Realised Run(Realised[] inputs, Node node) => Run(inputs, (FusedProgram)node.Attrs!, node.Shape, node.DType, into: null);
+
+    /// <summary>
+    /// Runs <paramref name="program"/> over <paramref name="inputs"/> into a new buffer, or into
+    /// <paramref name="into"/> (dense, of <paramref name="shape"/>), which may be one of the inputs: the program
+    /// as a producer's epilogue, applied in place to the matmul's output (matmul_program).
+    /// </summary>
+    public static Realised Run(Realised[] inputs, FusedProgram program, int[] shape, DType dtype, Realised? into)
     {
-        var program = (FusedProgram)node.Attrs!;
         bool codegen = UseCodegen;
-        return node.DType switch
+        return dtype switch
         {
-            DType.Float32 => (codegen ? RunCompiled<float>(inputs, node, program) : null) ?? Run<float>(inputs, node, static op => Unary[op].F),
-            DType.Float64 => (codegen ? RunCompiled<double>(inputs, node, program) : null) ?? Run<double>(inputs, node, static op => Unary[op].D),
+            DType.Float32 => (codegen ? RunCompiled<float>(inputs, program, shape, dtype, into) : null) ?? Run<float>(inputs, program, shape, dtype, into, static op => Unary[op].F),
+            DType.Float64 => (codegen ? RunCompiled<double>(inputs, program, shape, dtype, into) : null) ?? Run<double>(inputs, program, shape, dtype, into, static op => Unary[op].D),
             var t => throw new NotSupportedException($"fused_elementwise: dtype {t.ShortName()}"),
         };
     }
@@ -58,16 +64,19 @@ internal static class FusedKernel
     /// Runs the program's compiled loop; null when it cannot be compiled. Dense inputs are read in place and
     /// scalar inputs broadcast in the loop; other inputs are gathered per block into scratch, as the interpreter does.
     /// </summary>
-    private static Realised? RunCompiled<T>(Realised[] inputs, Node node, FusedProgram program) where T : unmanaged
+    private static Realised? RunCompiled<T>(Realised[] inputs, FusedProgram program, int[] shape, DType dtype, Realised? into) where T : unmanaged
     {
         if (inputs.Length > FusedCodegen.MaxInputs) return null;
-        int[] shape = node.Shape;
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
+        // The output may be one of the inputs (run in place): the loop's last vector overlaps the one before it
+        // and would recompute elements from results, so such a loop only gets whole vectors, and the remainder
+        // goes through the padded-scratch path below (its inputs copied before anything is written).
+        bool inPlace = into is not null && inputs.Any(x => ReferenceEquals(x.Buffer, into.Buffer));
         ulong scalars = 0;
         for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
         if (FusedCodegen.Get<T>(program, inputs.Length, scalars) is not { } loop) return null;
         long n = Shapes.Numel(shape);
-        var o = Realised.Contiguous(BufferPool.Rent(node.DType, n), shape);
+        var o = into ?? Realised.Contiguous(BufferPool.Rent(dtype, n), shape);
         var output = o.Buffer.Array<T>();
         bool direct = readers.All(r => r.Dense || r.Scalar);
         int lanes = FusedCodegen.Lanes<T>();
@@ -101,6 +110,13 @@ internal static class FusedKernel
                     r.Read(start, len, scratch.AsSpan(k * stride, stride));
                     arrays[k] = scratch; offsets[k] = k * stride;
                 }
+                if (len >= lanes && inPlace && len % lanes != 0)
+                {
+                    int whole = len - len % lanes;
+                    loop(arrays, offsets, output, (int)start, whole);
+                    Segment(start + whole, len - whole);
+                    return;
+                }
                 if (len >= lanes) { loop(arrays, offsets, output, (int)start, len); return; }
                 // Shorter than one vector: copy dense inputs into padded scratch, run one vector, copy the result out.
                 scratch ??= new T[(inputs.Length + 1) * stride];
@@ -118,15 +134,16 @@ internal static class FusedKernel
         return o;
     }
 
-    private static Realised Run<T>(Realised[] inputs, Node node, Func<OpDef, SpanMap<T>> unary)
+    private static Realised Run<T>(Realised[] inputs, FusedProgram program, int[] shape, DType dtype, Realised? into, Func<OpDef, SpanMap<T>> unary)
         where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
     {
-        var steps = ((FusedProgram)node.Attrs!).Steps;
+        var steps = program.Steps;
         var maps = steps.Select(s => Unary.ContainsKey(s.Op) ? unary(s.Op) : null).ToArray();
-        int[] shape = node.Shape;
         long n = Shapes.Numel(shape);
-        var o = Realised.Contiguous(BufferPool.Rent(node.DType, n), shape);
-        var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
+        var o = into ?? Realised.Contiguous(BufferPool.Rent(dtype, n), shape);
+        // An input that is also the output is read through a copy of each block: some span maps (SiLU, GELU)
+        // use their destination as scratch, so reading and writing the same span would not be safe here.
+        var readers = inputs.Select(x => new InputReader(x, shape, copy: into is not null && ReferenceEquals(x.Buffer, into.Buffer))).ToArray();
         int width = (int)Math.Min(Block, Math.Max(n, 1));
         long blocks = (n + width - 1) / width;
         Par.For(blocks, Par.ThreadsFor(n * steps.Length, 1 << 14), (b0, b1) =>
@@ -250,7 +267,7 @@ internal static class FusedKernel
     private sealed class InputReader
     {
         private readonly Realised _x;
-        private readonly bool _dense, _scalar;
+        private readonly bool _dense, _scalar, _copyDense;
 
         public bool Dense => _dense;
         public bool Scalar => _scalar && !_dense;
@@ -259,12 +276,14 @@ internal static class FusedKernel
         private readonly int[] _shape;
         private readonly long[] _strides;
 
-        public InputReader(Realised x, int[] outShape)
+        /// <param name="copy">read dense blocks through the caller's buffer instead of in place (the input is also the output)</param>
+        public InputReader(Realised x, int[] outShape, bool copy = false)
         {
             _x = x;
             _shape = outShape;
             _strides = Strided.BroadcastStrides(x, outShape);
-            _dense = x.IsContiguous && Shapes.Equal(x.Shape, outShape);
+            _copyDense = copy && x.IsContiguous && Shapes.Equal(x.Shape, outShape);
+            _dense = !copy && x.IsContiguous && Shapes.Equal(x.Shape, outShape);
             _scalar = x.Numel == 1 || _strides.All(st => st == 0);   // one value, possibly expanded by stride 0
         }
 
@@ -272,6 +291,7 @@ internal static class FusedKernel
         {
             var data = _x.Buffer.Span<T>();
             if (_dense) return data.Slice((int)(_x.Offset + start), len);
+            if (_copyDense) { data.Slice((int)(_x.Offset + start), len).CopyTo(buffer); return buffer[..len]; }
             if (_scalar) { buffer[..len].Fill(data[(int)_x.Offset]); return buffer[..len]; }
             // Odometer from the block's first element: one division per axis per block, then increments.
             int rank = _shape.Length;

@@ -20,12 +20,14 @@ internal static class MatMulKernel
     }
 
     /// <summary>matmul_epilogue: the product, then bias and activation applied row by row (rows still in cache).</summary>
-    public static Realised RunWithEpilogue(Realised[] x, Graph.Node node)
+    public static Realised RunWithEpilogue(Realised[] x, Graph.Node node) => RunWithEpilogue(x, node.Shape, (Graph.EpilogueAttrs)node.Attrs!);
+
+    private static Realised RunWithEpilogue(Realised[] x, int[] shape, Graph.EpilogueAttrs attrs)
     {
-        var y = Compute(x[0], x[1], node.Shape);
+        var y = Compute(x[0], x[1], shape);
         var bias = x.Length > 2 ? Strided.Contiguous(x[2]) : null;
-        string? act = ((Graph.EpilogueAttrs)node.Attrs!).Activation;
-        int n = node.Shape[^1];
+        string? act = attrs.Activation;
+        int n = shape[^1];
         long rows = n == 0 ? 0 : y.Numel / n;
         var actOp = act is null ? null : Passes.EpilogueFusion.Activations.First(o => o.Name == act);
         Par.For(rows, Par.ThreadsFor(y.Numel), (r0, r1) =>
@@ -35,6 +37,21 @@ internal static class MatMulKernel
         });
         if (bias is not null) Strided.Done(bias, x[2]);
         return y;
+    }
+
+    /// <summary>
+    /// matmul_program: the product (with its bias/activation epilogue when it had one), then the fused group that
+    /// read it, run over the product's own buffer (the group's output replaces it: no second buffer, no extra pass
+    /// to hand the product over).
+    /// </summary>
+    public static Realised RunProgram(Realised[] x, Graph.Node node)
+    {
+        var a = (Graph.MatMulProgramAttrs)node.Attrs!;
+        var mm = x[..a.MatMulInputs];
+        var y = a.Epilogue is { } e ? RunWithEpilogue(mm, node.Shape, e) : Compute(mm[0], mm[1], node.Shape);
+        var ins = new Realised[x.Length - a.MatMulInputs + 1];
+        for (int i = 0, k = a.MatMulInputs; i < ins.Length; i++) ins[i] = i == a.Slot ? y : x[k++];
+        return FusedKernel.Run(ins, a.Program, node.Shape, node.DType, into: y);
     }
 
     /// <summary>swiglu: up = x·Wu into the output, gate = x·Wg into a temporary, then out = silu(gate)·up per row.</summary>

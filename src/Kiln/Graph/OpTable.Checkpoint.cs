@@ -59,3 +59,23 @@ public static partial class OpTable
         (i, _) => throw new InvalidOperationException("matmul_residual nodes are made by the optimizer"),
         (x, n) => Cpu.ResidualKernel.Run(x, n), null);
 }
+
+/// <summary>The program of a fused elementwise group whose input <paramref name="Slot"/> is the product of the
+/// node's first <paramref name="MatMulInputs"/> inputs (x, W, and the bias when <paramref name="Epilogue"/> is
+/// set); the group's other inputs follow.</summary>
+internal sealed record MatMulProgramAttrs(FusedProgram Program, int Slot, int MatMulInputs, EpilogueAttrs? Epilogue) : IOpAttrs
+{
+    public void AddTo(ref HashCode h) { Program.AddTo(ref h); h.Add(Slot); h.Add(MatMulInputs); h.Add(Epilogue is null); Epilogue?.AddTo(ref h); }
+    public bool Equals(MatMulProgramAttrs? o) => o is not null && Program.Equals(o.Program) && Slot == o.Slot && MatMulInputs == o.MatMulInputs && Equals(Epilogue, o.Epilogue);
+    public override int GetHashCode() { var h = new HashCode(); AddTo(ref h); return h.ToHashCode(); }
+    public override string ToString() => $"[{Program}] on the product{(Epilogue is null ? "" : $" after {Epilogue}")}";
+}
+
+public static partial class OpTable
+{
+    /// <summary>A matmul (or matmul_epilogue) and the fused elementwise group that reads it, the group applied to
+    /// the product in place as its epilogue (Passes/MatMulProgramFusion); optimizer-made.</summary>
+    public static readonly OpDef MatMulProgram = new("matmul_program", -1, FusionClass.MatMul,
+        (i, _) => throw new InvalidOperationException("matmul_program nodes are made by the optimizer"),
+        (x, n) => Cpu.MatMulKernel.RunProgram(x, n), null);
+}

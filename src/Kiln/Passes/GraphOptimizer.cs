@@ -22,10 +22,10 @@ internal static class GraphOptimizer
     private static readonly IRewritePass[] Passes = [new ConstantFolding(), new SimplifyPass(), new SoftmaxRecognition(), new RmsNormRecognition(), new LayerNormRecognition(), new LoraFusion(), new EpilogueFusion(), new SwiGluFusion(), new CrossEntropyRecognition(), new AttentionFusion(), new ResidualFusion()];
 
     /// <summary>Steps that KILN_DISABLE=fusion switches off together.</summary>
-    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", "residual", ElementwiseFusion.Name, ReductionPrologueFusion.Name];
+    private static readonly HashSet<string> FusionSteps = ["softmax", "rmsnorm", "layernorm", "lora", "epilogue", "swiglu", "crossentropy", "attention", "residual", ElementwiseFusion.Name, ReductionPrologueFusion.Name, MatMulProgramFusion.Name];
 
     /// <summary>Names of every switchable step (passes plus "cse"), for KILN_DISABLE and the docs.</summary>
-    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name).Append(ReductionPrologueFusion.Name);
+    public static IEnumerable<string> StepNames => Passes.Select(p => p.Name).Append("cse").Append(ElementwiseFusion.Name).Append(ReductionPrologueFusion.Name).Append(MatMulProgramFusion.Name);
 
     /// <param name="isInput">Which nodes are fixed inputs (default: realised ones); the plan passes its slots.</param>
     public static OptimizeResult Optimize(Node[] outputs, Func<string, bool>? enabled = null, Func<Node, bool>? isInput = null)
@@ -54,6 +54,11 @@ internal static class GraphOptimizer
             {
                 current = ReductionPrologueFusion.Apply(current, isInput, out int folded);
                 if (folded > 0) counts[ReductionPrologueFusion.Name] = folded;
+            }
+            if (enabled(MatMulProgramFusion.Name))
+            {
+                current = MatMulProgramFusion.Apply(current, isInput, out int programs);
+                if (programs > 0) counts[MatMulProgramFusion.Name] = programs;
             }
         }
         for (int i = 0; i < outputs.Length; i++)
