@@ -79,6 +79,9 @@ internal static class AttentionKernel
         return TensorPrimitives.Sum<T>(p);
     }
 
+    /// <summary>Test hook: false runs the fp32 backward one query row at a time (the four-row form's reference twin).</summary>
+    internal static bool GroupRows = true;
+
     private static void Backward<T>(Geometry g, T scale, bool causal, Realised q, Realised k, Realised v, Realised o, Realised dO, Realised result)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -109,12 +112,43 @@ internal static class AttentionKernel
         var kT = new T[g.D * g.Stride]; var vT = new T[g.Dv * g.Stride];
         var dkT = new T[g.D * g.Stride]; var dvT = new T[g.Dv * g.Stride];
         var p = new T[g.Stride]; var ds = new T[g.Stride];
-        var dqAcc = new Vector<float>[g.D];
+        var dqAcc = new Vector<float>[4 * g.D];
+        float[][] p4 = typeof(T) == typeof(float) ? [new float[g.Stride], new float[g.Stride], new float[g.Stride], new float[g.Stride]] : [];
+        Span<float> di4 = stackalloc float[4];
         for (int n = n0; n < n1; n++)
         {
             g.Transposed(ks, vs, n, kT, vT);
             Array.Clear(dkT); Array.Clear(dvT);
-            for (int i = 0; i < g.T; i++)
+            int first = 0;
+            if (typeof(T) == typeof(float) && GroupRows)
+                for (; first + 4 <= g.T; first += 4)   // four query rows at a time share every load of kᵀ/vᵀ/dkᵀ/dvᵀ
+                {
+                    int chunks = 0;
+                    for (int u = 0; u < 4; u++)
+                    {
+                        int i = first + u;
+                        long r = (long)n * g.T + i;
+                        int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
+                        var qf = MemoryMarshal.Cast<T, float>(qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D));
+                        float lf = AttentionRowsF32.Probabilities(qf, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), p4[u], len);
+                        System.Numerics.Tensors.TensorPrimitives.Multiply(p4[u].AsSpan(0, len), 1 / lf, p4[u].AsSpan(0, len));
+                        di4[u] = System.Numerics.Tensors.TensorPrimitives.Dot(MemoryMarshal.Cast<T, float>(dos.Slice((int)(r * g.Dv), g.Dv)), MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), g.Dv)));
+                        chunks = Math.Max(chunks, (len + Vector<float>.Count - 1) / Vector<float>.Count);
+                    }
+                    for (int u = 0; u < 4; u++)   // rows with fewer keys (causal) are zero up to the group's last chunk
+                    {
+                        int len = causal ? Math.Min(g.Keys, first + u + g.Keys - g.T + 1) : g.Keys;
+                        int filled = (len + Vector<float>.Count - 1) / Vector<float>.Count * Vector<float>.Count;
+                        Array.Clear(p4[u], filled, chunks * Vector<float>.Count - filled);
+                    }
+                    int qAt = (int)(g.QOff[n] + (long)first * g.D);
+                    long r0 = (long)n * g.T + first;
+                    AttentionRowsF32.Backward4(p4[0], p4[1], p4[2], p4[3], chunks, MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)),
+                        MemoryMarshal.Cast<T, float>(dos.Slice((int)(r0 * g.Dv), 4 * g.Dv)), di4, float.CreateTruncating(scale),
+                        (float[])(object)kT, (float[])(object)vT, (float[])(object)dkT, (float[])(object)dvT, g.Stride,
+                        MemoryMarshal.Cast<T, float>(dq.Slice(qAt, 4 * g.D)), dqAcc);
+                }
+            for (int i = first; i < g.T; i++)
             {
                 long r = (long)n * g.T + i;
                 int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;

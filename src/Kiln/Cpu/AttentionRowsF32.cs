@@ -83,6 +83,53 @@ internal static class AttentionRowsF32
         for (int e = 0; e < d; e++) dq[e] += Vector.Sum(dqAcc[e]);
     }
 
+    /// <summary>
+    /// Four consecutive query rows of the backward pass at once (p0..p3 normalised and zero up to
+    /// <paramref name="chunks"/> whole vectors; q, dO and dq hold the four rows back to back): every chunk of kᵀ,
+    /// vᵀ, dkᵀ and dvᵀ is loaded once for the four instead of once per row. Per row and element the operations and
+    /// their order are those of <see cref="Backward"/>, so the result is the same bits as four calls of it.
+    /// </summary>
+    public static void Backward4(float[] p0, float[] p1, float[] p2, float[] p3, int chunks, ReadOnlySpan<float> q, ReadOnlySpan<float> dO,
+        ReadOnlySpan<float> di, float scale, float[] kT, float[] vT, float[] dkT, float[] dvT, int stride, Span<float> dq, Vector<float>[] dqAcc)
+    {
+        int d = q.Length / 4, dv = dO.Length / 4;
+        ref float kt = ref MemoryMarshal.GetArrayDataReference(kT);
+        ref float vt = ref MemoryMarshal.GetArrayDataReference(vT);
+        ref float dkt = ref MemoryMarshal.GetArrayDataReference(dkT);
+        ref float dvt = ref MemoryMarshal.GetArrayDataReference(dvT);
+        Array.Clear(dqAcc, 0, 4 * d);
+        var vscale = new Vector<float>(scale);
+        Vector<float> di0 = new(di[0]), di1 = new(di[1]), di2 = new(di[2]), di3 = new(di[3]);
+        for (int c = 0; c < chunks; c++)
+        {
+            int j = c * W;
+            Vector<float> pv0 = Load(ref MemoryMarshal.GetArrayDataReference(p0), j), pv1 = Load(ref MemoryMarshal.GetArrayDataReference(p1), j);
+            Vector<float> pv2 = Load(ref MemoryMarshal.GetArrayDataReference(p2), j), pv3 = Load(ref MemoryMarshal.GetArrayDataReference(p3), j);
+            Vector<float> dp0 = Vector<float>.Zero, dp1 = Vector<float>.Zero, dp2 = Vector<float>.Zero, dp3 = Vector<float>.Zero;
+            for (int e = 0; e < dv; e++)
+            {
+                int at = e * stride + j;
+                var v = Load(ref vt, at);
+                dp0 += v * dO[e]; dp1 += v * dO[dv + e]; dp2 += v * dO[2 * dv + e]; dp3 += v * dO[3 * dv + e];
+                var acc = Load(ref dvt, at);
+                acc = acc + pv0 * dO[e]; acc = acc + pv1 * dO[dv + e]; acc = acc + pv2 * dO[2 * dv + e]; acc = acc + pv3 * dO[3 * dv + e];
+                Store(acc, ref dvt, at);
+            }
+            var ds0 = pv0 * (dp0 - di0) * vscale; var ds1 = pv1 * (dp1 - di1) * vscale;
+            var ds2 = pv2 * (dp2 - di2) * vscale; var ds3 = pv3 * (dp3 - di3) * vscale;
+            for (int e = 0; e < d; e++)
+            {
+                int at = e * stride + j;
+                var k = Load(ref kt, at);
+                dqAcc[e] += ds0 * k; dqAcc[d + e] += ds1 * k; dqAcc[2 * d + e] += ds2 * k; dqAcc[3 * d + e] += ds3 * k;
+                var acc = Load(ref dkt, at);
+                acc = acc + ds0 * q[e]; acc = acc + ds1 * q[d + e]; acc = acc + ds2 * q[2 * d + e]; acc = acc + ds3 * q[3 * d + e];
+                Store(acc, ref dkt, at);
+            }
+        }
+        for (int e = 0; e < 4 * d; e++) dq[e] += Vector.Sum(dqAcc[e]);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<float> Load(ref float at, int i) => Vector.LoadUnsafe(ref at, (nuint)i);
 

@@ -28,6 +28,8 @@ public class AttentionTests
         { [1, 4, 1, 8], [1, 4, 9, 8], [1, 4, 9, 8], true },              // a decode step against a cache of 9
         { [3, 2, 4], [3, 6, 4], [3, 6, 5], true },                       // T < S, bottom-right causal
         { [5, 16], [33, 16], [33, 3], false },                           // no batch axes
+        { [2, 4, 13, 8], [2, 4, 13, 8], [2, 4, 13, 8], true },           // head dim 8: three groups of four rows + one
+        { [2, 6, 4], [2, 10, 4], [2, 10, 4], true },                     // T < S causal: a group's rows see different key counts
     };
 
     [Theory]
@@ -46,6 +48,25 @@ public class AttentionTests
             var gr = Autograd.Grad((reference * up).Sum(), q, k, v);
             for (int i = 0; i < 3; i++) Close(gr[i], gf[i], dt == DType.Float64 ? 1e-11 : 1e-4, $"grad {"qkv"[i]} {dt}");
         }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void FourRowBackwardIsBitForBitTheRowByRowOne(bool causal)
+    {
+        // fp32 backward, four query rows sharing each load: the same operations per element in the same order.
+        var q = Tensor.RandomNormal([2, 2, 3, 11, 8], 11); var k = Tensor.RandomNormal([2, 2, 1, 14, 8], 12); var v = Tensor.RandomNormal([2, 2, 1, 14, 8], 13);
+        var up = Tensor.RandomNormal([2, 2, 3, 11, 8], 14);
+        float[][] Grads() => Autograd.Grad((Ops.ScaledDotProductAttention(q, k, v, causal) * up).Sum(), q, k, v).Select(t => t.ToArray<float>()).ToArray();
+        var grouped = Grads();
+        Kiln.Cpu.AttentionKernel.GroupRows = false;
+        try
+        {
+            var single = Grads();
+            for (int i = 0; i < 3; i++) Assert.Equal(single[i], grouped[i]);
+        }
+        finally { Kiln.Cpu.AttentionKernel.GroupRows = true; }
     }
 
     [Fact]
