@@ -36,14 +36,18 @@ internal sealed partial class CudaBackend
         {
             var t = (TriangleAttrs)node.Attrs!;
             int rows = node.Shape[^2], cols = node.Shape[^1];
-            // Row r keeps columns c <= r + k (lower) or c >= r + k (upper); the rest is the fill.
-            string keep = t.Lower ? "c <= r + (long long)k" : "c >= r + (long long)k";
-            string ct = CudaCodegen.Compute(node.DType);
-            return RunIndexed(node.Shape, node.DType, x[0],
-                $"long long c = i % {cols}LL, r = i / {cols}LL % {rows}LL; const int k = {t.Diagonal}; {ct} t0 = ({keep}) ? x0 : ({ct})({CudaCodegen.Literal(t.Fill, node.DType)});",
+            return RunIndexed(node.Shape, node.DType, x[0], TriangleStatement(node.DType, t, rows, cols),
                 $"triangle_{node.DType}_{t.Lower}_{t.Diagonal}_{t.Fill:R}_{rows}x{cols}");
         }
         return null;
+    }
+
+    /// <summary>Row r keeps columns c ≤ r + k (lower) or c ≥ r + k (upper) of x0; the rest is the fill. Reads the flat index i.</summary>
+    internal static string TriangleStatement(DType dtype, TriangleAttrs t, int rows, int cols)
+    {
+        string keep = t.Lower ? "c <= r + (long long)k" : "c >= r + (long long)k";
+        string ct = CudaCodegen.Compute(dtype);
+        return $"long long c = i % {cols}LL, r = i / {cols}LL % {rows}LL; const int k = {t.Diagonal}; {ct} t0 = ({keep}) ? x0 : ({ct})({CudaCodegen.Literal(t.Fill, dtype)});";
     }
 
     /// <summary>An elementwise kernel over one input whose statement may also use the flat output index i.</summary>
@@ -63,8 +67,25 @@ internal sealed partial class CudaBackend
         int rank = src.Shape.Length;
         if (rank > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {rank} > {CudaCodegen.MaxRank}");
         if (!src.Buffer.OnDevice) src = Upload(src);
-        string t = CudaCodegen.CType(src.DType);
-        var kernel = Kernel($"store_into_{src.DType}", name => $$"""
+        var kernel = Kernel($"store_into_{src.DType}", name => StoreIntoSource(name, src.DType));
+        var m = new long[1 + rank + 2 * (rank + 1)];
+        m[0] = rank;
+        for (int d = 0; d < rank; d++) m[1 + d] = src.Shape[d];
+        m[1 + rank] = src.Offset;
+        for (int d = 0; d < rank; d++) m[2 + rank + d] = src.Shape[d] == 1 ? 0 : src.Strides[d];
+        m[2 + 2 * rank] = dst.Offset;
+        for (int d = 0; d < rank; d++) m[3 + 2 * rank + d] = dst.Strides[d];
+        var meta = MetaBuffer("s:" + string.Join(",", m), m);
+        kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
+            KernelArg.Pointer(Ptr(dst)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(src)));
+        Interlocked.Increment(ref Launches);
+    }
+
+    /// <summary>out[dst offset + Σ idx·dst strides] = in[src offset + Σ idx·src strides] over the shape in meta.</summary>
+    internal static string StoreIntoSource(string name, DType dtype)
+    {
+        string t = CudaCodegen.CType(dtype);
+        return $$"""
             extern "C" __global__ void {{name}}({{t}}* __restrict__ out, long long n, const long long* __restrict__ meta, const {{t}}* __restrict__ in)
             {
                 // meta: rank, shape[rank], src offset, src strides[rank], dst offset, dst strides[rank]
@@ -77,17 +98,6 @@ internal sealed partial class CudaBackend
                     out[dof] = in[so];
                 }
             }
-            """);
-        var m = new long[1 + rank + 2 * (rank + 1)];
-        m[0] = rank;
-        for (int d = 0; d < rank; d++) m[1 + d] = src.Shape[d];
-        m[1 + rank] = src.Offset;
-        for (int d = 0; d < rank; d++) m[2 + rank + d] = src.Shape[d] == 1 ? 0 : src.Strides[d];
-        m[2 + 2 * rank] = dst.Offset;
-        for (int d = 0; d < rank; d++) m[3 + 2 * rank + d] = dst.Strides[d];
-        var meta = MetaBuffer("s:" + string.Join(",", m), m);
-        kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
-            KernelArg.Pointer(Ptr(dst)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(src)));
-        Interlocked.Increment(ref Launches);
+            """;
     }
 }
