@@ -41,11 +41,30 @@ internal static class AttentionKernel
             ReadOnlySpan<T> qs = q.Span<T>();
             Span<T> os = o.Span<T>();
             var kT = new T[g.D * g.Stride]; var vT = new T[g.Dv * g.Stride]; var p = new T[g.Stride];
+            float[][] p4 = typeof(T) == typeof(float) && GroupRows ? [new float[g.Stride], new float[g.Stride], new float[g.Stride], new float[g.Stride]] : [];
+            Span<int> lens = stackalloc int[4];
+            Span<float> sums = stackalloc float[4];
             int loaded = -1;
             for (long r = r0; r < r1; r++)
             {
                 int n = (int)(r / g.T), i = (int)(r % g.T);
                 if (n != loaded) { g.Transposed(k.Span<T>(), v.Span<T>(), n, kT, vT); loaded = n; }
+                if (p4.Length > 0 && i + 4 <= g.T && r + 4 <= r1)
+                {
+                    // Four query rows of one batch entry share every load of kᵀ and vᵀ (bit-identical to row by row).
+                    int chunks = 0;
+                    for (int u = 0; u < 4; u++)
+                    {
+                        lens[u] = causal ? Math.Min(g.Keys, i + u + g.Keys - g.T + 1) : g.Keys;
+                        chunks = Math.Max(chunks, (lens[u] + Vector<float>.Count - 1) / Vector<float>.Count);
+                    }
+                    var q4 = MemoryMarshal.Cast<T, float>(qs.Slice((int)(g.QOff[n] + (long)i * g.D), 4 * g.D));
+                    AttentionRowsF32.Probabilities4(q4, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), p4[0], p4[1], p4[2], p4[3], lens, sums);
+                    AttentionRowsF32.Output4(p4[0], p4[1], p4[2], p4[3], chunks, (float[])(object)vT, g.Stride, sums,
+                        MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), 4 * g.Dv)));
+                    r += 3;
+                    continue;
+                }
                 int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
                 var oi = os.Slice((int)(r * g.Dv), g.Dv);
                 if (typeof(T) == typeof(float))
@@ -79,7 +98,7 @@ internal static class AttentionKernel
         return TensorPrimitives.Sum<T>(p);
     }
 
-    /// <summary>Test hook: false runs the fp32 backward one query row at a time (the four-row form's reference twin).</summary>
+    /// <summary>Test hook: false runs the fp32 forward and backward one query row at a time (the four-row forms' reference twin).</summary>
     internal static bool GroupRows = true;
 
     private static void Backward<T>(Geometry g, T scale, bool causal, Realised q, Realised k, Realised v, Realised o, Realised dO, Realised result)

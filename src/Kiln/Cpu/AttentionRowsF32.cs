@@ -31,6 +31,57 @@ internal static class AttentionRowsF32
         return sum;
     }
 
+    /// <summary>
+    /// <see cref="Probabilities"/> for four consecutive query rows (q holds them back to back), each chunk of kᵀ
+    /// loaded once for the four; per row the same operations in the same order. Writes Σp of each row to sums.
+    /// </summary>
+    public static void Probabilities4(ReadOnlySpan<float> q, float[] kT, int stride, float scale, float[] p0, float[] p1, float[] p2, float[] p3,
+        ReadOnlySpan<int> lens, Span<float> sums)
+    {
+        int d = q.Length / 4, chunks = (lens[3] + W - 1) / W;
+        for (int u = 0; u < 3; u++) chunks = Math.Max(chunks, (lens[u] + W - 1) / W);
+        ref float kt = ref MemoryMarshal.GetArrayDataReference(kT);
+        for (int c = 0; c < chunks; c++)
+        {
+            int j = c * W;
+            Vector<float> a0 = Vector<float>.Zero, a1 = Vector<float>.Zero, a2 = Vector<float>.Zero, a3 = Vector<float>.Zero;
+            for (int e = 0; e < d; e++)
+            {
+                var k = Load(ref kt, e * stride + j);
+                a0 += k * (q[e] * scale); a1 += k * (q[d + e] * scale); a2 += k * (q[2 * d + e] * scale); a3 += k * (q[3 * d + e] * scale);
+            }
+            Store(a0, ref MemoryMarshal.GetArrayDataReference(p0), j); Store(a1, ref MemoryMarshal.GetArrayDataReference(p1), j);
+            Store(a2, ref MemoryMarshal.GetArrayDataReference(p2), j); Store(a3, ref MemoryMarshal.GetArrayDataReference(p3), j);
+        }
+        float[][] ps = [p0, p1, p2, p3];
+        for (int u = 0; u < 4; u++)
+        {
+            var row = ps[u].AsSpan(0, lens[u]);
+            float m = System.Numerics.Tensors.TensorPrimitives.Max(row);
+            sums[u] = FastExp.ExpShiftedSum(row, m, row);
+            ps[u].AsSpan(lens[u], chunks * W - lens[u]).Clear();   // beyond the row's keys: zero up to the group's last chunk
+        }
+    }
+
+    /// <summary><see cref="Output"/> for four rows at once (o holds them back to back), each chunk of vᵀ loaded once.</summary>
+    public static void Output4(float[] p0, float[] p1, float[] p2, float[] p3, int chunks, float[] vT, int stride, ReadOnlySpan<float> sums, Span<float> o)
+    {
+        int dv = o.Length / 4;
+        ref float vt = ref MemoryMarshal.GetArrayDataReference(vT);
+        ref float r0 = ref MemoryMarshal.GetArrayDataReference(p0); ref float r1 = ref MemoryMarshal.GetArrayDataReference(p1);
+        ref float r2 = ref MemoryMarshal.GetArrayDataReference(p2); ref float r3 = ref MemoryMarshal.GetArrayDataReference(p3);
+        for (int e = 0; e < dv; e++)
+        {
+            Vector<float> a0 = Vector<float>.Zero, a1 = Vector<float>.Zero, a2 = Vector<float>.Zero, a3 = Vector<float>.Zero;
+            for (int c = 0; c < chunks; c++)
+            {
+                var v = Load(ref vt, e * stride + c * W);
+                a0 += Load(ref r0, c * W) * v; a1 += Load(ref r1, c * W) * v; a2 += Load(ref r2, c * W) * v; a3 += Load(ref r3, c * W) * v;
+            }
+            o[e] = Vector.Sum(a0) / sums[0]; o[dv + e] = Vector.Sum(a1) / sums[1]; o[2 * dv + e] = Vector.Sum(a2) / sums[2]; o[3 * dv + e] = Vector.Sum(a3) / sums[3];
+        }
+    }
+
     /// <summary>o[e] = Σⱼ p[j]·vᵀ[e, j] / l.</summary>
     public static void Output(float[] p, int len, float[] vT, int stride, float l, Span<float> o)
     {
