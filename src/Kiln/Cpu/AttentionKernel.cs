@@ -133,7 +133,8 @@ internal static class AttentionKernel
         var p = new T[g.Stride]; var ds = new T[g.Stride];
         var dqAcc = new Vector<float>[4 * g.D];
         float[][] p4 = typeof(T) == typeof(float) ? [new float[g.Stride], new float[g.Stride], new float[g.Stride], new float[g.Stride]] : [];
-        Span<float> di4 = stackalloc float[4];
+        Span<float> di4 = stackalloc float[4], sums4 = stackalloc float[4];
+        Span<int> lens4 = stackalloc int[4];
         for (int n = n0; n < n1; n++)
         {
             g.Transposed(ks, vs, n, kT, vT);
@@ -145,22 +146,19 @@ internal static class AttentionKernel
                     int chunks = 0;
                     for (int u = 0; u < 4; u++)
                     {
-                        int i = first + u;
-                        long r = (long)n * g.T + i;
-                        int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
-                        var qf = MemoryMarshal.Cast<T, float>(qs.Slice((int)(g.QOff[n] + (long)i * g.D), g.D));
-                        float lf = AttentionRowsF32.Probabilities(qf, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), p4[u], len);
-                        System.Numerics.Tensors.TensorPrimitives.Multiply(p4[u].AsSpan(0, len), 1 / lf, p4[u].AsSpan(0, len));
-                        di4[u] = System.Numerics.Tensors.TensorPrimitives.Dot(MemoryMarshal.Cast<T, float>(dos.Slice((int)(r * g.Dv), g.Dv)), MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), g.Dv)));
-                        chunks = Math.Max(chunks, (len + Vector<float>.Count - 1) / Vector<float>.Count);
-                    }
-                    for (int u = 0; u < 4; u++)   // rows with fewer keys (causal) are zero up to the group's last chunk
-                    {
-                        int len = causal ? Math.Min(g.Keys, first + u + g.Keys - g.T + 1) : g.Keys;
-                        int filled = (len + Vector<float>.Count - 1) / Vector<float>.Count * Vector<float>.Count;
-                        Array.Clear(p4[u], filled, chunks * Vector<float>.Count - filled);
+                        lens4[u] = causal ? Math.Min(g.Keys, first + u + g.Keys - g.T + 1) : g.Keys;
+                        chunks = Math.Max(chunks, (lens4[u] + Vector<float>.Count - 1) / Vector<float>.Count);
                     }
                     int qAt = (int)(g.QOff[n] + (long)first * g.D);
+                    // The rows' probabilities (zero up to the group's last chunk), normalised, and rowsum(dO ⊙ O).
+                    AttentionRowsF32.Probabilities4(MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)), (float[])(object)kT, g.Stride,
+                        float.CreateTruncating(scale), p4[0], p4[1], p4[2], p4[3], lens4, sums4);
+                    for (int u = 0; u < 4; u++)
+                    {
+                        long r = (long)n * g.T + first + u;
+                        System.Numerics.Tensors.TensorPrimitives.Multiply(p4[u].AsSpan(0, lens4[u]), 1 / sums4[u], p4[u].AsSpan(0, lens4[u]));
+                        di4[u] = System.Numerics.Tensors.TensorPrimitives.Dot(MemoryMarshal.Cast<T, float>(dos.Slice((int)(r * g.Dv), g.Dv)), MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), g.Dv)));
+                    }
                     long r0 = (long)n * g.T + first;
                     AttentionRowsF32.Backward4(p4[0], p4[1], p4[2], p4[3], chunks, MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)),
                         MemoryMarshal.Cast<T, float>(dos.Slice((int)(r0 * g.Dv), 4 * g.Dv)), di4, float.CreateTruncating(scale),
