@@ -78,9 +78,11 @@ internal static class Evaluator
         var remaining = (int[])plan.Consumers.Clone();
         // Levels run their nodes in parallel on the CPU only: an accelerator's backend queues work on one stream.
         bool parallel = !Settings.IsDisabled("parallel") && Settings.Threads > 1 && plan.AllOnCpu;
-        foreach (var level in plan.Levels)
+        var worth = parallel ? plan.LevelsWorthParallel : null;
+        for (int l = 0; l < plan.Levels.Length; l++)
         {
-            if (parallel && level.Length > 1)
+            var level = plan.Levels[l];
+            if (parallel && worth![l])
             {
                 try
                 {

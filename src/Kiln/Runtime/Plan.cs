@@ -23,6 +23,15 @@ internal sealed class Plan
     /// <summary>Every node runs on the CPU (only then do a level's independent nodes run in parallel).</summary>
     public bool AllOnCpu { get; private init; }
 
+    /// <summary>
+    /// Per level: more than one node and enough elements in all (Par.MinElementsPerThread) for running its nodes
+    /// at once to beat the fork/join (~5-20 µs). A decode step's levels are a few hundred elements each: run one
+    /// after another they are faster (each kernel still splits its own work across threads when it is big).
+    /// </summary>
+    public bool[] LevelsWorthParallel => _worth ??= Levels.Select(level =>
+        level.Length > 1 && level.Sum(i => Shapes.Numel(Nodes[i].Shape)) >= Cpu.Par.MinElementsPerThread).ToArray();
+    private bool[]? _worth;
+
     /// <summary>What the optimizer did (for KILN_LOG=plan); no nodes, so the plan holds no user data.</summary>
     public (int NodesBefore, int Sweeps, Dictionary<string, int> Rewrites)? Optimization;
 
