@@ -11,37 +11,17 @@ internal static class MatMulProgramFusion
 {
     public const string Name = "matmulprogram";
 
-    public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites)
-    {
-        var order = GraphWalk.Topological(outputs, isInput);
-        var users = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        foreach (var n in order) foreach (var i in n.InputArray) users[i] = users.GetValueOrDefault(i) + 1;
-        foreach (var o in outputs) users[o] = users.GetValueOrDefault(o) + 1;
-        var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
-        Node Map(Node n) => map.TryGetValue(n, out var m) ? m : n;
-        rewrites = 0;
-        foreach (var n in order)
+    public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites) =>
+        WholeGraphRewrite.Apply(outputs, isInput, (n, users, map) =>
         {
-            Node? replacement = null;
-            if (Program(n) is { } program && n.Device.Kind == DeviceKind.Cpu && n.DType is DType.Float32 or DType.Float64
-                && Producer(n, isInput, users) is int slot)
-            {
-                var m = n.InputArray[slot];
-                var attrs = new MatMulProgramAttrs(program, slot, m.InputArray.Length,
-                    ReferenceEquals(m.Op, OpTable.MatMulEpilogue) ? (EpilogueAttrs)m.Attrs! : null);
-                var ins = m.InputArray.Select(Map).Concat(n.InputArray.Where((_, k) => k != slot).Select(Map)).ToArray();
-                replacement = new Node(OpTable.MatMulProgram, ins, attrs, n.Shape, n.DType, n.Device);
-                rewrites++;
-            }
-            else
-            {
-                var ins = n.InputArray.Select(Map).ToArray();
-                if (!ins.SequenceEqual(n.InputArray, ReferenceEqualityComparer.Instance)) replacement = new Node(n.Op, ins, n.Attrs, n.Shape, n.DType, n.Device, null);
-            }
-            if (replacement is not null) map[n] = replacement;
-        }
-        return outputs.Select(Map).ToArray();
-    }
+            if (Program(n) is not { } program || n.Device.Kind != DeviceKind.Cpu || n.DType is not (DType.Float32 or DType.Float64)
+                || Producer(n, isInput, users) is not int slot) return null;
+            var m = n.InputArray[slot];
+            var attrs = new MatMulProgramAttrs(program, slot, m.InputArray.Length,
+                ReferenceEquals(m.Op, OpTable.MatMulEpilogue) ? (EpilogueAttrs)m.Attrs! : null);
+            var ins = m.InputArray.Select(map).Concat(n.InputArray.Where((_, k) => k != slot).Select(map)).ToArray();
+            return new Node(OpTable.MatMulProgram, ins, attrs, n.Shape, n.DType, n.Device);
+        }, out rewrites);
 
     /// <summary>A fused group's program, or a single elementwise op as a one-step program (a lone `· r` or `+ b`
     /// after a matmul_epilogue is no group, but is the same epilogue); else null.</summary>
@@ -53,7 +33,7 @@ internal static class MatMulProgramFusion
     }
 
     /// <summary>The group input that is a product only this group reads (once), of the group's shape and dtype; else null.</summary>
-    private static int? Producer(Node g, Func<Node, bool> isInput, Dictionary<Node, int> users)
+    private static int? Producer(Node g, Func<Node, bool> isInput, IReadOnlyDictionary<Node, int> users)
     {
         for (int k = 0; k < g.InputArray.Length; k++)
         {

@@ -16,35 +16,14 @@ internal static class ReductionPrologueFusion
     /// <summary>Rows (the last axis) are the kernel's blocks: short enough to run one at a time, and not empty.</summary>
     private static bool RowsFit(Node g) => g.Shape.Length > 0 && g.Shape[^1] is > 0 and <= 16384;
 
-    public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites)
-    {
-        var order = GraphWalk.Topological(outputs, isInput);
-        var users = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        foreach (var n in order) foreach (var i in n.InputArray.Distinct<Node>(ReferenceEqualityComparer.Instance)) users[i] = users.GetValueOrDefault(i) + 1;
-        foreach (var o in outputs) users[o] = users.GetValueOrDefault(o) + 1;
-        var map = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
-        Node Map(Node n) => map.TryGetValue(n, out var m) ? m : n;
-        rewrites = 0;
-        foreach (var n in order)
-        {
-            Node? replacement = null;
-            if ((ReferenceEquals(n.Op, OpTable.Sum) || ReferenceEquals(n.Op, OpTable.Mean)) && n.Attrs is AxesAttrs ax
-                && n.InputArray[0] is { } g && ReferenceEquals(g.Op, OpTable.FusedElementwise) && !isInput(g)
-                && users.GetValueOrDefault(g) == 1 && g.DType == n.DType
-                && (ax.Axes.Length == g.Shape.Length || (RowsFit(g) && (IsLastAxisOnly(ax, g) || Cpu.KeptLastSum.Applies(g.Shape.Length, ax.Axes))))
-                && n.Device.Kind == DeviceKind.Cpu)   // a CPU kernel (accelerator backends run the group and the reduction)
-            {
-                replacement = new Node(OpTable.FusedReduce, g.InputArray.Select(Map).ToArray(),
-                    new FusedReduceAttrs((FusedProgram)g.Attrs!, ReferenceEquals(n.Op, OpTable.Mean), g.Shape, [.. ax.Axes.Order()]), n.Shape, n.DType, n.Device);
-                rewrites++;
-            }
-            else
-            {
-                var ins = n.InputArray.Select(Map).ToArray();
-                if (!ins.SequenceEqual(n.InputArray, ReferenceEqualityComparer.Instance)) replacement = new Node(n.Op, ins, n.Attrs, n.Shape, n.DType, n.Device, null);
-            }
-            if (replacement is not null) map[n] = replacement;
-        }
-        return outputs.Select(Map).ToArray();
-    }
+    public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int rewrites) =>
+        WholeGraphRewrite.Apply(outputs, isInput, (n, users, map) =>
+            (ReferenceEquals(n.Op, OpTable.Sum) || ReferenceEquals(n.Op, OpTable.Mean)) && n.Attrs is AxesAttrs ax
+            && n.InputArray[0] is { } g && ReferenceEquals(g.Op, OpTable.FusedElementwise) && !isInput(g)
+            && users.GetValueOrDefault(g) == 1 && g.DType == n.DType
+            && (ax.Axes.Length == g.Shape.Length || (RowsFit(g) && (IsLastAxisOnly(ax, g) || Cpu.KeptLastSum.Applies(g.Shape.Length, ax.Axes))))
+            && n.Device.Kind == DeviceKind.Cpu   // a CPU kernel (accelerator backends run the group and the reduction)
+                ? new Node(OpTable.FusedReduce, g.InputArray.Select(map).ToArray(),
+                    new FusedReduceAttrs((FusedProgram)g.Attrs!, ReferenceEquals(n.Op, OpTable.Mean), g.Shape, [.. ax.Axes.Order()]), n.Shape, n.DType, n.Device)
+                : null, out rewrites);
 }
