@@ -84,7 +84,8 @@ public class GraphOptimizerTests
 
     // ---------- random graphs: optimized == as built, with each step switched off in turn ----------
 
-    private static readonly Gen<int[]> GenProgram = Gen.Int[0, 11].Array[4, 24];
+    private static readonly Gen<int[]> GenProgram = Gen.Int[0, 13].Array[4, 24];
+    private static readonly Tensor W44 = Tensor.RandomNormal([4, 4], 13, std: 0.5);
 
     private static Tensor[] Build(int[] program)
     {
@@ -98,7 +99,9 @@ public class GraphOptimizerTests
             {
                 0 => a + P(), 1 => a * P(), 2 => a - P(), 3 => a.Tanh().Exp(), 4 => -(-a), 5 => a * 1 + 0,
                 6 => a.Rank == 2 ? a.T.T : a.Reshape(2, 2).Reshape(4), 7 => a.Tanh(), 8 => a.Sum([-1], keepDim: true) + a,
-                9 => a.Cast(DType.Float64).Cast(DType.Float32), 10 => a.Tanh() + a.Tanh(), _ => a.Sigmoid() * a,
+                9 => a.Cast(DType.Float64).Cast(DType.Float32), 10 => a.Tanh() + a.Tanh(), 11 => a.Sigmoid() * a,
+                12 => a.Rank == 2 ? (a.MatMul(W44) * 0.5).Tanh() : a * 2,                 // a product with an elementwise tail (matmulprogram)
+                _ => a.Rank == 2 ? (a * a).Exp().Sum([0], keepDim: true) + a : a + 1,     // a leading-axis reduction prologue
             };
             pool.Add(next);
         }
