@@ -182,7 +182,7 @@ internal static class FusedKernel
         long n = Shapes.Numel(shape);
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
         long outputs = Shapes.Numel(node.Shape);
-        if (a.Axes.Length != shape.Length && KeptLastSum.Applies(shape.Length, a.Axes)) return ReduceGroups(inputs, node, a, steps, maps, readers);
+        if (a.Axes.Length != shape.Length && GroupedSum.Applies(shape.Length, a.Axes)) return ReduceGroups(inputs, node, a, steps, maps, readers);
         // A full reduction walks 1024-element blocks; a row reduction walks one row per block.
         bool rows = outputs > 1;
         int width = rows ? shape[^1] : (int)Math.Min(Block, Math.Max(n, 1));
@@ -216,18 +216,51 @@ internal static class FusedKernel
         return o;
     }
 
-    /// <summary>fused_reduce over leading/middle axes with the last axis kept: the program runs one row at a time
-    /// into scratch and the rows are summed by KeptLastSum, the same code as the plain reduction.</summary>
+    /// <summary>fused_reduce over some axes (not all, not the last alone): the program runs one row at a time
+    /// into scratch and the rows are summed by GroupedSum, the same code as the plain reduction.</summary>
     private static Realised ReduceGroups<T>(Realised[] inputs, Node node, FusedReduceAttrs a, FusedInstruction[] steps,
         SpanMap<T>?[] maps, InputReader[] readers)
         where T : unmanaged, IFloatingPointIeee754<T>, IPowerFunctions<T>
     {
         int width = a.Shape[^1], slots = steps.Length + inputs.Length;
-        return KeptLastSum.Run<T>(a.Shape, a.Axes, a.Mean, node.Shape, node.DType, slots * width, steps.Length, (row, scratch) =>
+        if (UseCodegen && CompiledRows<T>(inputs, a, readers) is { } rows)
+            return GroupedSum.Run<T>(a.Shape, a.Axes, a.Mean, node.Shape, node.DType, rows.Scratch, steps.Length, rows.Values);
+        return GroupedSum.Run<T>(a.Shape, a.Axes, a.Mean, node.Shape, node.DType, slots * width, steps.Length, (row, scratch) =>
         {
             var values = scratch.AsSpan((steps.Length - 1) * width, width);
             RunBlock(steps, maps, readers, scratch, width, row * width, width, values);
             return values;
+        });
+    }
+
+    /// <summary>
+    /// Rows of the program through its compiled loop (the same code a materialised group runs, so the values,
+    /// and the sums GroupedSum takes of them, match the unfused graph's); null when it cannot be compiled.
+    /// Scratch per call: one row-sized slot per input (gathered when not dense) and one for the row.
+    /// </summary>
+    private static (int Scratch, RowValues<T> Values)? CompiledRows<T>(Realised[] inputs, FusedReduceAttrs a, InputReader[] readers) where T : unmanaged
+    {
+        if (inputs.Length > FusedCodegen.MaxInputs) return null;
+        ulong scalars = 0;
+        for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
+        if (FusedCodegen.Get<T>(a.Program, inputs.Length, scalars) is not { } loop) return null;
+        int width = a.Shape[^1], lanes = FusedCodegen.Lanes<T>(), stride = Math.Max(width, lanes);
+        return ((inputs.Length + 1) * stride, (row, scratch) =>
+        {
+            var arrays = new T[inputs.Length][];
+            var offsets = new int[inputs.Length];
+            long start = row * width;
+            bool shortRow = width < lanes;   // one padded vector: every input through scratch
+            for (int k = 0; k < readers.Length; k++)
+            {
+                var r = readers[k];
+                if (r.Scalar || (r.Dense && !shortRow)) { arrays[k] = r.Array<T>(); offsets[k] = (int)(r.Offset + (r.Scalar ? 0 : start)); continue; }
+                r.Read(start, width, scratch.AsSpan(k * stride, stride)).CopyTo(scratch.AsSpan(k * stride, width));
+                arrays[k] = scratch; offsets[k] = k * stride;
+            }
+            int outAt = inputs.Length * stride;
+            loop(arrays, offsets, scratch, outAt, shortRow ? lanes : width);
+            return scratch.AsSpan(outAt, width);
         });
     }
 

@@ -27,10 +27,10 @@ internal static class Reduce
 
     public static Realised Run(Realised x, int[] axes, int[] outShape, ReduceKind kind, int correction = 0)
     {
-        // Leading/middle axes with the last kept: summed row by row, no transposing copy; the same code as fused_reduce.
-        if (kind is ReduceKind.Sum or ReduceKind.Mean && x.DType is DType.Float32 or DType.Float64 && KeptLastSum.Applies(x.Shape.Length, axes)
+        // Some axes (not all, not the last alone): summed row by row, no transposing copy; the same code as fused_reduce.
+        if (kind is ReduceKind.Sum or ReduceKind.Mean && x.DType is DType.Float32 or DType.Float64 && GroupedSum.Applies(x.Shape.Length, axes)
             && x.Shape[^1] > 0 && x.Numel > 0)
-            return KeptLast(x, axes, outShape, kind == ReduceKind.Mean);
+            return Grouped(x, axes, outShape, kind == ReduceKind.Mean);
         var (rows, outer, inner) = AxesLast(x, axes);
         bool arg = kind is ReduceKind.ArgMax or ReduceKind.ArgMin;
         var outType = arg ? DType.Int64 : x.DType;
@@ -102,13 +102,13 @@ internal static class Reduce
         }
     }
 
-    private static Realised KeptLast(Realised x, int[] axes, int[] outShape, bool mean)
+    private static Realised Grouped(Realised x, int[] axes, int[] outShape, bool mean)
     {
         var dense = Strided.Contiguous(x);
         int width = x.Shape[^1];
         var o = x.DType == DType.Float32
-            ? KeptLastSum.Run<float>(x.Shape, axes, mean, outShape, x.DType, 0, 1, (row, _) => dense.Span<float>().Slice((int)(row * width), width))
-            : KeptLastSum.Run<double>(x.Shape, axes, mean, outShape, x.DType, 0, 1, (row, _) => dense.Span<double>().Slice((int)(row * width), width));
+            ? GroupedSum.Run<float>(x.Shape, axes, mean, outShape, x.DType, 0, 1, (row, _) => dense.Span<float>().Slice((int)(row * width), width))
+            : GroupedSum.Run<double>(x.Shape, axes, mean, outShape, x.DType, 0, 1, (row, _) => dense.Span<double>().Slice((int)(row * width), width));
         Strided.Done(dense, x);
         return o;
     }

@@ -66,7 +66,9 @@ public class ReductionPrologueTests
     [InlineData(new[] { 1 }, true, false)]
     [InlineData(new[] { 0, 1 }, true, true)]
     [InlineData(new[] { 1 }, false, true)]
-    public void LeadingAndMiddleAxisReductionsAreOneKernelAndMatchLoops(int[] axes, bool mean, bool keepDim)
+    [InlineData(new[] { 0, 2 }, false, false)]   // the last axis with others: each row's sum added to its group
+    [InlineData(new[] { 1, 2 }, true, true)]
+    public void PartialReductionsAreOneKernelAndMatchLoops(int[] axes, bool mean, bool keepDim)
     {
         // 150 rows per output group for [0, 1]: more than one chunk of rows, so chunked partial sums are exercised.
         var x = Tensor.RandomNormal([10, 15, 40], 8); var y = Tensor.RandomNormal([15, 1], 9); var w = Tensor.RandomNormal([40], 10);
@@ -86,8 +88,8 @@ public class ReductionPrologueTests
         int count = axes.Aggregate(1, (p, a) => p * dims[a]);
         for (int i = 0; i < 10; i++) for (int j = 0; j < 15; j++) for (int k = 0; k < 40; k++)
         {
-            int oi = axes.Contains(0) ? 0 : i, oj = axes.Contains(1) ? 0 : j;
-            expected[(oi * outDims[1] + oj) * 40 + k] += e[(i * 15 + j) * 40 + k] / (mean ? (double)count : 1);
+            int oi = axes.Contains(0) ? 0 : i, oj = axes.Contains(1) ? 0 : j, ok = axes.Contains(2) ? 0 : k;
+            expected[(oi * outDims[1] + oj) * outDims[2] + ok] += e[(i * 15 + j) * 40 + k] / (mean ? (double)count : 1);
         }
         string what = $"axes [{string.Join(",", axes)}] mean={mean} keep={keepDim}";
         Close.AssertAll(expected, fused.ToArray<double>(), 1e-5, what + " fused");
@@ -96,17 +98,18 @@ public class ReductionPrologueTests
     }
 
     [Fact]
-    public void AxesThatIncludeTheLastButNotOnlyItStayGroupPlusReduction()
+    public void TheLastAxisWithOthersMatchesLoopsWithManyRowsPerGroup()
     {
-        var x = Tensor.RandomNormal([6, 5, 40], 13);
+        // sum over [0, 2] of (6·70, 5, 40): 420 rows per output, so chunked partial sums are exercised.
+        var x = Tensor.RandomNormal([420, 5, 40], 13);
         var r = (x * 2).Exp().Sum([0, 2]);
-        Assert.NotEqual("fused_reduce", GraphOptimizer.Optimize([r.Node]).Outputs[0].Op.Name);
-        var v = x.ToArray<float>();
+        Assert.Equal("fused_reduce", GraphOptimizer.Optimize([r.Node]).Outputs[0].Op.Name);
+        var v = x.ToArray<float>(); var got = r.ToArray<float>();
         for (int j = 0; j < 5; j++)
         {
             double e = 0;
-            for (int i = 0; i < 6; i++) for (int k = 0; k < 40; k++) e += Math.Exp(2.0 * v[(i * 5 + j) * 40 + k]);
-            Assert.Equal(e, r.ToArray<float>()[j], 1e-3 * e);
+            for (int i = 0; i < 420; i++) for (int k = 0; k < 40; k++) e += Math.Exp(2.0 * v[(i * 5 + j) * 40 + k]);
+            Assert.Equal(e, got[j], 1e-5 * e);
         }
     }
 
