@@ -66,15 +66,12 @@ internal static class FusedKernel
     /// </summary>
     private static Realised? RunCompiled<T>(Realised[] inputs, FusedProgram program, int[] shape, DType dtype, Realised? into) where T : unmanaged
     {
-        if (inputs.Length > FusedCodegen.MaxInputs) return null;
         var readers = inputs.Select(x => new InputReader(x, shape)).ToArray();
         // The output may be one of the inputs (run in place): the loop's last vector overlaps the one before it
         // and would recompute elements from results, so such a loop only gets whole vectors, and the remainder
         // goes through the padded-scratch path below (its inputs copied before anything is written).
         bool inPlace = into is not null && inputs.Any(x => ReferenceEquals(x.Buffer, into.Buffer));
-        ulong scalars = 0;
-        for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
-        if (FusedCodegen.Get<T>(program, inputs.Length, scalars) is not { } loop) return null;
+        if (CompiledLoop<T>(program, readers) is not { } loop) return null;
         long n = Shapes.Numel(shape);
         var o = into ?? Realised.Contiguous(BufferPool.Rent(dtype, n), shape);
         var output = o.Buffer.Array<T>();
@@ -102,14 +99,7 @@ internal static class FusedKernel
 
             void Segment(long start, int len)
             {
-                for (int k = 0; k < readers.Length; k++)
-                {
-                    var r = readers[k];
-                    if (r.Dense || r.Scalar) { arrays[k] = r.Array<T>(); offsets[k] = (int)(r.Offset + (r.Scalar ? 0 : start)); continue; }
-                    scratch ??= new T[(inputs.Length + 1) * stride];
-                    r.Read(start, len, scratch.AsSpan(k * stride, stride));
-                    arrays[k] = scratch; offsets[k] = k * stride;
-                }
+                Bind(readers, start, len, arrays, offsets, ref scratch, stride, gatherDense: false);
                 if (len >= lanes && inPlace && len % lanes != 0)
                 {
                     int whole = len - len % lanes;
@@ -240,28 +230,48 @@ internal static class FusedKernel
     /// </summary>
     private static (int Scratch, RowValues<T> Values)? CompiledRows<T>(Realised[] inputs, FusedReduceAttrs a, InputReader[] readers) where T : unmanaged
     {
-        if (inputs.Length > FusedCodegen.MaxInputs) return null;
-        ulong scalars = 0;
-        for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
-        if (FusedCodegen.Get<T>(a.Program, inputs.Length, scalars) is not { } loop) return null;
+        if (CompiledLoop<T>(a.Program, readers) is not { } loop) return null;
         int width = a.Shape[^1], lanes = FusedCodegen.Lanes<T>(), stride = Math.Max(width, lanes);
+        bool shortRow = width < lanes;   // one padded vector: every input through scratch
         return ((inputs.Length + 1) * stride, (row, scratch) =>
         {
             var arrays = new T[inputs.Length][];
             var offsets = new int[inputs.Length];
-            long start = row * width;
-            bool shortRow = width < lanes;   // one padded vector: every input through scratch
-            for (int k = 0; k < readers.Length; k++)
-            {
-                var r = readers[k];
-                if (r.Scalar || (r.Dense && !shortRow)) { arrays[k] = r.Array<T>(); offsets[k] = (int)(r.Offset + (r.Scalar ? 0 : start)); continue; }
-                r.Read(start, width, scratch.AsSpan(k * stride, stride)).CopyTo(scratch.AsSpan(k * stride, width));
-                arrays[k] = scratch; offsets[k] = k * stride;
-            }
+            T[]? slots = scratch;
+            Bind(readers, row * width, width, arrays, offsets, ref slots, stride, gatherDense: shortRow);
             int outAt = inputs.Length * stride;
             loop(arrays, offsets, scratch, outAt, shortRow ? lanes : width);
             return scratch.AsSpan(outAt, width);
         });
+    }
+
+    /// <summary>The program's compiled loop for these inputs (which are single values decides the variant), or null.</summary>
+    private static FusedLoop<T>? CompiledLoop<T>(FusedProgram program, InputReader[] readers) where T : unmanaged
+    {
+        if (readers.Length > FusedCodegen.MaxInputs) return null;
+        ulong scalars = 0;
+        for (int k = 0; k < readers.Length; k++) if (readers[k].Scalar) scalars |= 1UL << k;
+        return FusedCodegen.Get<T>(program, readers.Length, scalars);
+    }
+
+    /// <summary>
+    /// Points each loop input at its elements [start, start + len): single values and dense inputs in place (dense
+    /// ones too are copied into their scratch slot when <paramref name="gatherDense"/>, for a padded short run),
+    /// other inputs gathered into their slot of <paramref name="scratch"/> (made on first need).
+    /// </summary>
+    private static void Bind<T>(InputReader[] readers, long start, int len, T[][] arrays, int[] offsets, ref T[]? scratch, int stride, bool gatherDense)
+        where T : unmanaged
+    {
+        for (int k = 0; k < readers.Length; k++)
+        {
+            var r = readers[k];
+            if (r.Scalar || (r.Dense && !gatherDense)) { arrays[k] = r.Array<T>(); offsets[k] = (int)(r.Offset + (r.Scalar ? 0 : start)); continue; }
+            scratch ??= new T[(readers.Length + 1) * stride];
+            var slot = scratch.AsSpan(k * stride, stride);
+            var got = r.Read(start, len, slot);
+            if (r.Dense) got.CopyTo(slot);   // a dense read is the data itself
+            arrays[k] = scratch; offsets[k] = k * stride;
+        }
     }
 
     /// <summary>
