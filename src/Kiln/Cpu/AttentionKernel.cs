@@ -52,20 +52,15 @@ internal static class AttentionKernel
                 if (p4.Length > 0 && i + 4 <= g.T && r + 4 <= r1)
                 {
                     // Four query rows of one batch entry share every load of kᵀ and vᵀ (bit-identical to row by row).
-                    int chunks = 0;
-                    for (int u = 0; u < 4; u++)
-                    {
-                        lens[u] = causal ? Math.Min(g.Keys, i + u + g.Keys - g.T + 1) : g.Keys;
-                        chunks = Math.Max(chunks, (lens[u] + Vector<float>.Count - 1) / Vector<float>.Count);
-                    }
+                    for (int u = 0; u < 4; u++) lens[u] = g.KeysFor(i + u, causal);
                     var q4 = MemoryMarshal.Cast<T, float>(qs.Slice((int)(g.QOff[n] + (long)i * g.D), 4 * g.D));
-                    AttentionRowsF32.Probabilities4(q4, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), p4[0], p4[1], p4[2], p4[3], lens, sums);
-                    AttentionRowsF32.Output4(p4[0], p4[1], p4[2], p4[3], chunks, (float[])(object)vT, g.Stride, sums,
+                    int chunks = AttentionRowsF32.Probabilities4(q4, (float[])(object)kT, g.Stride, float.CreateTruncating(scale), p4, lens, sums);
+                    AttentionRowsF32.Output4(p4, chunks, (float[])(object)vT, g.Stride, sums,
                         MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), 4 * g.Dv)));
                     r += 3;
                     continue;
                 }
-                int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
+                int len = g.KeysFor(i, causal);
                 var oi = os.Slice((int)(r * g.Dv), g.Dv);
                 if (typeof(T) == typeof(float))
                 {
@@ -143,16 +138,11 @@ internal static class AttentionKernel
             if (typeof(T) == typeof(float) && GroupRows)
                 for (; first + 4 <= g.T; first += 4)   // four query rows at a time share every load of kᵀ/vᵀ/dkᵀ/dvᵀ
                 {
-                    int chunks = 0;
-                    for (int u = 0; u < 4; u++)
-                    {
-                        lens4[u] = causal ? Math.Min(g.Keys, first + u + g.Keys - g.T + 1) : g.Keys;
-                        chunks = Math.Max(chunks, (lens4[u] + Vector<float>.Count - 1) / Vector<float>.Count);
-                    }
+                    for (int u = 0; u < 4; u++) lens4[u] = g.KeysFor(first + u, causal);
                     int qAt = (int)(g.QOff[n] + (long)first * g.D);
                     // The rows' probabilities (zero up to the group's last chunk), normalised, and rowsum(dO ⊙ O).
-                    AttentionRowsF32.Probabilities4(MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)), (float[])(object)kT, g.Stride,
-                        float.CreateTruncating(scale), p4[0], p4[1], p4[2], p4[3], lens4, sums4);
+                    int chunks = AttentionRowsF32.Probabilities4(MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)), (float[])(object)kT, g.Stride,
+                        float.CreateTruncating(scale), p4, lens4, sums4);
                     for (int u = 0; u < 4; u++)
                     {
                         long r = (long)n * g.T + first + u;
@@ -160,7 +150,7 @@ internal static class AttentionKernel
                         di4[u] = System.Numerics.Tensors.TensorPrimitives.Dot(MemoryMarshal.Cast<T, float>(dos.Slice((int)(r * g.Dv), g.Dv)), MemoryMarshal.Cast<T, float>(os.Slice((int)(r * g.Dv), g.Dv)));
                     }
                     long r0 = (long)n * g.T + first;
-                    AttentionRowsF32.Backward4(p4[0], p4[1], p4[2], p4[3], chunks, MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)),
+                    AttentionRowsF32.Backward4(p4, chunks, MemoryMarshal.Cast<T, float>(qs.Slice(qAt, 4 * g.D)),
                         MemoryMarshal.Cast<T, float>(dos.Slice((int)(r0 * g.Dv), 4 * g.Dv)), di4, float.CreateTruncating(scale),
                         (float[])(object)kT, (float[])(object)vT, (float[])(object)dkT, (float[])(object)dvT, g.Stride,
                         MemoryMarshal.Cast<T, float>(dq.Slice(qAt, 4 * g.D)), dqAcc);
@@ -168,7 +158,7 @@ internal static class AttentionKernel
             for (int i = first; i < g.T; i++)
             {
                 long r = (long)n * g.T + i;
-                int len = causal ? Math.Min(g.Keys, i + g.Keys - g.T + 1) : g.Keys;
+                int len = g.KeysFor(i, causal);
                 int qAt = (int)(g.QOff[n] + (long)i * g.D);
                 var qi = qs.Slice(qAt, g.D);
                 var doi = dos.Slice((int)(r * g.Dv), g.Dv);
@@ -218,6 +208,9 @@ internal static class AttentionKernel
         /// <summary>Keys in use: S, or the valid count of a KV cache with spare capacity.</summary>
         public readonly int Keys;
         public readonly long[] QOff, KOff, VOff;
+
+        /// <summary>Keys query row i attends to: all of them, or up to its bottom-right-aligned diagonal when causal.</summary>
+        public int KeysFor(int i, bool causal) => causal ? Math.Min(Keys, i + Keys - T + 1) : Keys;
 
         public Geometry(Realised q, Realised k, Realised v, Realised? valid)
         {

@@ -33,13 +33,14 @@ internal static class AttentionRowsF32
 
     /// <summary>
     /// <see cref="Probabilities"/> for four consecutive query rows (q holds them back to back), each chunk of kᵀ
-    /// loaded once for the four; per row the same operations in the same order. Writes Σp of each row to sums.
+    /// loaded once for the four; per row the same operations in the same order. Writes Σp of each row to sums
+    /// and returns the group's whole vectors of keys (every p[u] is zero from its row's keys up to them).
     /// </summary>
-    public static void Probabilities4(ReadOnlySpan<float> q, float[] kT, int stride, float scale, float[] p0, float[] p1, float[] p2, float[] p3,
-        ReadOnlySpan<int> lens, Span<float> sums)
+    public static int Probabilities4(ReadOnlySpan<float> q, float[] kT, int stride, float scale, float[][] p, ReadOnlySpan<int> lens, Span<float> sums)
     {
-        int d = q.Length / 4, chunks = (lens[3] + W - 1) / W;
-        for (int u = 0; u < 3; u++) chunks = Math.Max(chunks, (lens[u] + W - 1) / W);
+        int d = q.Length / 4, chunks = 0;
+        for (int u = 0; u < 4; u++) chunks = Math.Max(chunks, (lens[u] + W - 1) / W);
+        float[] p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
         ref float kt = ref MemoryMarshal.GetArrayDataReference(kT);
         for (int c = 0; c < chunks; c++)
         {
@@ -53,20 +54,21 @@ internal static class AttentionRowsF32
             Store(a0, ref MemoryMarshal.GetArrayDataReference(p0), j); Store(a1, ref MemoryMarshal.GetArrayDataReference(p1), j);
             Store(a2, ref MemoryMarshal.GetArrayDataReference(p2), j); Store(a3, ref MemoryMarshal.GetArrayDataReference(p3), j);
         }
-        float[][] ps = [p0, p1, p2, p3];
         for (int u = 0; u < 4; u++)
         {
-            var row = ps[u].AsSpan(0, lens[u]);
+            var row = p[u].AsSpan(0, lens[u]);
             float m = System.Numerics.Tensors.TensorPrimitives.Max(row);
             sums[u] = FastExp.ExpShiftedSum(row, m, row);
-            ps[u].AsSpan(lens[u], chunks * W - lens[u]).Clear();   // beyond the row's keys: zero up to the group's last chunk
+            p[u].AsSpan(lens[u], chunks * W - lens[u]).Clear();   // beyond the row's keys: zero up to the group's last chunk
         }
+        return chunks;
     }
 
     /// <summary><see cref="Output"/> for four rows at once (o holds them back to back), each chunk of vᵀ loaded once.</summary>
-    public static void Output4(float[] p0, float[] p1, float[] p2, float[] p3, int chunks, float[] vT, int stride, ReadOnlySpan<float> sums, Span<float> o)
+    public static void Output4(float[][] p, int chunks, float[] vT, int stride, ReadOnlySpan<float> sums, Span<float> o)
     {
         int dv = o.Length / 4;
+        float[] p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
         ref float vt = ref MemoryMarshal.GetArrayDataReference(vT);
         ref float r0 = ref MemoryMarshal.GetArrayDataReference(p0); ref float r1 = ref MemoryMarshal.GetArrayDataReference(p1);
         ref float r2 = ref MemoryMarshal.GetArrayDataReference(p2); ref float r3 = ref MemoryMarshal.GetArrayDataReference(p3);
@@ -135,14 +137,15 @@ internal static class AttentionRowsF32
     }
 
     /// <summary>
-    /// Four consecutive query rows of the backward pass at once (p0..p3 normalised and zero up to
+    /// Four consecutive query rows of the backward pass at once (p[0..3] normalised and zero up to
     /// <paramref name="chunks"/> whole vectors; q, dO and dq hold the four rows back to back): every chunk of kᵀ,
     /// vᵀ, dkᵀ and dvᵀ is loaded once for the four instead of once per row. Per row and element the operations and
     /// their order are those of <see cref="Backward"/>, so the result is the same bits as four calls of it.
     /// </summary>
-    public static void Backward4(float[] p0, float[] p1, float[] p2, float[] p3, int chunks, ReadOnlySpan<float> q, ReadOnlySpan<float> dO,
+    public static void Backward4(float[][] p, int chunks, ReadOnlySpan<float> q, ReadOnlySpan<float> dO,
         ReadOnlySpan<float> di, float scale, float[] kT, float[] vT, float[] dkT, float[] dvT, int stride, Span<float> dq, Vector<float>[] dqAcc)
     {
+        float[] p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
         int d = q.Length / 4, dv = dO.Length / 4;
         ref float kt = ref MemoryMarshal.GetArrayDataReference(kT);
         ref float vt = ref MemoryMarshal.GetArrayDataReference(vT);
