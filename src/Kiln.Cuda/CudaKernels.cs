@@ -110,7 +110,8 @@ public sealed class CudaKernels : IDisposable
     {
         DType.Float32 => "f32",
         DType.BFloat16 => "bf16",
-        _ => throw new NotSupportedException($"CUDA kernel: dtype {t} (float32 and bfloat16 are supported)"),
+        DType.Float16 => "f16",
+        _ => throw new NotSupportedException($"CUDA kernel: dtype {t} (float32, bfloat16 and float16 are supported)"),
     };
 
     private static string IndexSuffix(DType t) => t switch
@@ -304,12 +305,13 @@ public sealed class CudaKernels : IDisposable
     // ---- 5. embedding ----
 
     /// <summary>out[i, :] = table[ids[i], :] for n ids (int64/int32) into a vocab x dim table (fp32 or bf16);
-    /// an out-of-range id gathers zeros.</summary>
-    public void EmbeddingGather(DevicePtr table, DevicePtr ids, DType idType, DevicePtr output, long n, int dim, long vocab, DType dtype, CudaStream stream)
+    /// an out-of-range id gathers zeros and, when <paramref name="errors"/> is given, is recorded there
+    /// ([flag, id, vocab, 2]; the first bad id wins).</summary>
+    public void EmbeddingGather(DevicePtr table, DevicePtr ids, DType idType, DevicePtr output, long n, int dim, long vocab, DType dtype, CudaStream stream, DevicePtr errors = default)
     {
         if (n == 0 || dim == 0) return;
         string e = dtype switch { DType.Float32 => "f32", DType.BFloat16 => "b16", _ => Suffix(dtype) };
-        Kernel("embedding", $"gather_{e}_{IndexSuffix(idType)}").Launch(GridStride(n * dim), 256, 0, stream, table, ids, output, n, dim, vocab);
+        Kernel("embedding", $"gather_{e}_{IndexSuffix(idType)}").Launch(GridStride(n * dim), 256, 0, stream, table, ids, output, n, dim, vocab, errors);
     }
 
     /// <summary>dtable[ids[i], :] += dout[i, :] (fp32, atomicAdd; dtable is not cleared first).</summary>

@@ -129,12 +129,18 @@ public class EngineTests
         var w = Tensor.RandomNormal([24, 64], 4, std: 0.2, dtype: dt); var x3 = Tensor.RandomNormal([3, 5, 64], 5, dtype: dt);
         Same(x => x[0].MatMul(x[1].T), [a, w], "matmul, transposed weight", tol);
         Same(x => x[0].MatMul(x[1].T), [x3, w], "matmul, batch folded", tol);
-        if (dt == DType.BFloat16)   // the hand-written row kernels have bf16 forms
-        {
-            var g = Tensor.RandomNormal([64], 6, mean: 1, std: 0.1, dtype: dt);
-            Same(x => x[0].Softmax(-1), [a], "softmax", tol);
-            Same(x => Ops.RmsNorm(x[0], x[1], 1e-6), [a, g], "rmsnorm", tol);
-        }
+        // The hand-written row kernels' bf16 and fp16 forms (vector and scalar paths: 64 and 63 columns).
+        var g = Tensor.RandomNormal([64], 6, mean: 1, std: 0.1, dtype: dt); var bias = Tensor.RandomNormal([64], 7, std: 0.1, dtype: dt);
+        Same(x => x[0].Softmax(-1), [a], "softmax", tol);
+        Same(x => x[0].Slice(1, 0, 63).LogSoftmax(-1), [a], "log_softmax, odd row", tol);
+        Same(x => Ops.RmsNorm(x[0], x[1], 1e-6), [a, g], "rmsnorm", tol);
+        Same(x => Ops.LayerNorm(x[0], x[1], x[2], 1e-5), [a, g, bias], "layernorm", tol);
+        Same(x => x[0].Reshape(1, 37, 2, 32).Permute(0, 2, 1, 3).Rope(10000, interleaved: false), [a], "rope", tol);
+        Same(x => x[0].Max([1]), [a], "max", tol);
+        Same(x => x[0].LogSumExp([1]), [a], "logsumexp", tol);
+        var ids = Tensor.FromArray(new long[] { 3, 0, 36, 3 }, [4]);
+        Same(x => x[0].IndexSelect(0, x[1]), [a, ids], "index_select rows (embedding)", 0);
+        Same(x => x[0].IndexSelect(1, x[1]), [a, ids], "index_select columns", 0);
     }
 
     [Fact]
@@ -209,11 +215,43 @@ public class EngineTests
     }
 
     [Fact]
+    public void NewReductionsAndIndexOpsMatchTheCpu()
+    {
+        var x = Tensor.RandomNormal([5, 40, 7], 11);
+        Same(t => t[0].Min([1]), [x], "min axis 1");
+        Same(t => t[0].ArgMax(-1).Cast(DType.Float32), [x], "argmax last axis");
+        Same(t => t[0].Permute(2, 0, 1).ArgMax(1, keepDim: true).Cast(DType.Float32), [x], "argmax of a permuted view");
+        Same(t => t[0].LogSumExp([0, 2]), [x], "logsumexp axes 0,2");
+        Same(t => t[0].Var([1], correction: 1), [x], "var axis 1");
+        Same(t => t[0].Var(null, keepDim: true, correction: 0), [x], "var all");
+        var idx = Tensor.FromArray(Enumerable.Range(0, 5 * 3 * 7).Select(i => (long)(i * 17 % 40)).ToArray(), [5, 3, 7]);
+        Same(t => Ops.Gather(t[0], 1, t[1]), [x, idx], "gather axis 1");
+        var src = Tensor.RandomNormal([5, 3, 7], 12);
+        Same(t => Ops.ScatterAdd(t[0], 1, t[1], t[2]), [x, idx, src], "scatter_add axis 1");
+        var rows = Tensor.FromArray(new[] { 3, 3, 0, 39 }, [1, 4, 1]).Expand(5, 4, 7);   // int32, repeated, broadcast view
+        Same(t => Ops.Gather(t[0], 1, t[1]), [x, rows], "gather with int32 broadcast indices");
+    }
+
+    [Fact]
+    public void AnOutOfRangeGatherIndexIsReportedByTheNextReadAndThenCleared()
+    {
+        var d = Cuda();
+        var x = Tensor.RandomNormal([4, 6], 3).To(d);
+        var bad = Tensor.FromArray(new long[] { 0, 9, 1 }, [1, 3]).To(d);
+        var e = Assert.Throws<IndexOutOfRangeException>(() => Ops.Gather(x, 1, bad).ToArray<float>());
+        Assert.Contains("gather", e.Message);
+        Assert.Contains("index 9", e.Message);
+        Assert.Contains("size 6", e.Message);
+        var good = Tensor.FromArray(new long[] { 0, 5, 1 }, [1, 3]).To(d);
+        Assert.Equal(3, Ops.Gather(x, 1, good).ToArray<float>().Length);   // the error was reported once
+    }
+
+    [Fact]
     public void UnsupportedOpNamesItselfAndTheDevice()
     {
         var d = Cuda();
-        var e = Assert.Throws<NotSupportedException>(() => Tensor.RandomNormal([3, 4], 1).To(d).ArgMax(-1).Eval());
-        Assert.Contains("argmax", e.Message);
+        var e = Assert.Throws<NotSupportedException>(() => Tensor.RandomNormal([3, 4], 1).To(d).Cast(DType.Int64).Sum().Eval());
+        Assert.Contains("sum", e.Message);
         Assert.Contains("cuda:0", e.Message);
     }
 }

@@ -27,6 +27,16 @@ public class GeneratedSourceTests
         inline double __longlong_as_double(long long x) { double d; __builtin_memcpy(&d, &x, 8); return d; }
         inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
         inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+        #include <algorithm>
+        using std::min; using std::max;
+        #define __shared__ static
+        #define __launch_bounds__(...)
+        inline void __syncthreads() {}
+        template <typename T> inline T __shfl_xor_sync(unsigned, T v, int, int = 32) { return v; }
+        template <typename T> inline T __shfl_sync(unsigned, T v, int, int = 32) { return v; }
+        inline int __float_as_int(float x) { int i; __builtin_memcpy(&i, &x, 4); return i; }
+        template <typename T> inline T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
+        inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long cmp, unsigned long long v) { auto old = *p; if (old == cmp) *p = v; return old; }
 
         """;
 
@@ -97,5 +107,38 @@ public class GeneratedSourceTests
             AssertCompiles($"store_into_{t}", CudaBackend.StoreIntoSource("k_store", t));
         }
         AssertCompiles("store_into_bool", CudaBackend.StoreIntoSource("k_store", DType.Bool));
+    }
+
+    [Fact]
+    public void Every_hand_written_module_with_the_common_header()
+    {
+        Assert.SkipWhen(Gxx() is null, "g++ is not installed: the generated-source syntax check needs it");
+        foreach (var module in CudaKernels.ModuleNames)
+            AssertCompiles($"module_{module}", CudaKernels.Source(module));
+    }
+
+    [Fact]
+    public void Reductions_of_every_kind_and_dtype()
+    {
+        Assert.SkipWhen(Gxx() is null, "g++ is not installed: the generated-source syntax check needs it");
+        foreach (var kind in Enum.GetValues<CudaReduceKind>())
+            foreach (var t in new[] { DType.Float32, DType.Float64, DType.BFloat16, DType.Float16, DType.Int32 })
+            {
+                var output = kind == CudaReduceKind.ArgMax ? DType.Int64 : t;
+                AssertCompiles($"reduce_{kind}_{t}", CudaIndexCodegen.Reduce("k_reduce", kind, t, output));
+            }
+    }
+
+    [Fact]
+    public void Gather_and_scatter_add_for_every_dtype_and_index_type()
+    {
+        Assert.SkipWhen(Gxx() is null, "g++ is not installed: the generated-source syntax check needs it");
+        foreach (var index in new[] { DType.Int32, DType.Int64 })
+        {
+            foreach (var t in new[] { DType.Float32, DType.Float64, DType.BFloat16, DType.Int32, DType.Int64, DType.Bool })
+                AssertCompiles($"gather_{t}_{index}", CudaIndexCodegen.Gather("k_gather", t, index));
+            foreach (var t in new[] { DType.Float32, DType.Float64, DType.Int32, DType.Int64 })
+                AssertCompiles($"scatter_add_{t}_{index}", CudaIndexCodegen.ScatterAdd("k_scatter", t, index));
+        }
     }
 }

@@ -118,6 +118,8 @@ internal sealed partial class CudaBackend : IDeviceBackend
         int size = dense.DType.SizeInBytes();
         var all = new byte[dense.Buffer.Length * size];
         ((CudaMemory)dense.Buffer.DeviceMemory!).Buffer.CopyTo<byte>(all);   // synchronous: earlier kernels are done
+        try { ThrowPendingIndexError(); }
+        catch { Evaluator.Release(host); if (!ReferenceEquals(dense, device)) Evaluator.Release(dense); throw; }
         all.AsSpan((int)(dense.Offset * size), (int)(n * size)).CopyTo(HostSpan(host.Buffer));
         if (!ReferenceEquals(dense, device)) Evaluator.Release(dense);
         return host;
@@ -155,9 +157,10 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (ReferenceEquals(op, OpTable.FusedElementwise)) return Fused(node, x);
         if (ReferenceEquals(op, OpTable.Cast)) return Elementwise(node, x, [$"{CudaCodegen.Compute(node.DType)} t0 = ({CudaCodegen.Compute(node.DType)})x0;"], $"cast_{x[0].DType}_{node.DType}");
         if (ReferenceEquals(op, OpTable.MatMul)) return MatMul(node, x[0], x[1]);
-        if (ReferenceEquals(op, OpTable.Sum) || ReferenceEquals(op, OpTable.Mean) || ReferenceEquals(op, OpTable.Max)) return Reduce(node, x[0]);
+        if (ReduceKindOf(op) is { } reduce) return Reduce(node, x[0], reduce);
         if (Model(node, x) is { } structured) return structured;
         if (Layout(node, x) is { } layout) return layout;
+        if (Index(node, x) is { } indexed) return indexed;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
         if (Decode(node, x) is { } decode) return decode;
         if (Comparison(op) is { } cmp && x.Length == 2 && x[0].DType == x[1].DType)   // NaN: false, but true for ne (as C# and PyTorch)
@@ -276,50 +279,38 @@ internal sealed partial class CudaBackend : IDeviceBackend
 
     // ---------------- reductions ----------------
 
-    private Realised Reduce(Node node, Realised x)
+    private static CudaReduceKind? ReduceKindOf(OpDef op) =>
+        ReferenceEquals(op, OpTable.Sum) ? CudaReduceKind.Sum : ReferenceEquals(op, OpTable.Mean) ? CudaReduceKind.Mean
+        : ReferenceEquals(op, OpTable.Max) ? CudaReduceKind.Max : ReferenceEquals(op, OpTable.Min) ? CudaReduceKind.Min
+        : ReferenceEquals(op, OpTable.LogSumExp) ? CudaReduceKind.LogSumExp : ReferenceEquals(op, OpTable.Var) ? CudaReduceKind.Var
+        : ReferenceEquals(op, OpTable.ArgMax) ? CudaReduceKind.ArgMax : null;
+
+    private Realised Reduce(Node node, Realised x, CudaReduceKind kind)
     {
-        var a = (AxesAttrs)node.Attrs!;
-        if (x.DType is not (DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16)) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
+        var (axes, correction) = node.Attrs switch
+        {
+            VarAttrs v => (v.Axes, v.Correction),
+            AxesAttrs a => (a.Axes, 0),
+            _ => throw new InvalidOperationException($"{node.Op.Name}: unexpected attributes {node.Attrs}"),
+        };
+        // Floats, and int32 where the result is one of its elements (a double holds every int32 exactly).
+        bool typed = x.DType is DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16
+            || (x.DType == DType.Int32 && kind is CudaReduceKind.Max or CudaReduceKind.Min or CudaReduceKind.ArgMax);
+        if (!typed) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
         // Reduced axes last (a view), then one thread per output element loops over them in double.
-        var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !a.Axes.Contains(d)).ToArray();
-        int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = a.Axes.Select(d => x.Shape[d]).ToArray();
-        long count = Shapes.Numel(inner);
-        string t = CudaCodegen.CType(x.DType);
-        string kind = ReferenceEquals(node.Op, OpTable.Sum) ? "sum" : ReferenceEquals(node.Op, OpTable.Mean) ? "mean" : "max";
-        string key = $"reduce_{kind}_{x.DType}_{outer.Length}_{inner.Length}";
-        var kernel = Kernel(key, name => CudaCodegen.Prelude + $$"""
-            extern "C" __global__ void {{name}}({{t}}* out, long long n, const long long* meta, const {{t}}* x)
-            {
-                // meta: offset, outerRank, innerRank, outerShape, outerStrides, innerShape, innerStrides
-                long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
-                const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
-                long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
-                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-                {
-                    long long base = off, rem = i;
-                    for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; base += c * ost[d]; }
-                    double acc = {{(kind == "max" ? "-1.0/0.0" : "0.0")}};
-                    for (long long j = 0; j < count; ++j)
-                    {
-                        long long o = base, r = j;
-                        for (int d = ri - 1; d >= 0; --d) { long long c = r % is[d]; r /= is[d]; o += c * ist[d]; }
-                        double v = (double){{CudaCodegen.Load(x.DType, "x[o]")}};
-                        {{(kind == "max" ? "acc = (v != v || v > acc) ? v : acc;" : "acc += v;")}}
-                    }
-                    out[i] = {{CudaCodegen.Store(x.DType, kind == "mean" ? "acc / (double)count" : "acc")}};
-                }
-            }
-            """);
+        var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !axes.Contains(d)).ToArray();
+        int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = axes.Select(d => x.Shape[d]).ToArray();
+        var kernel = Kernel($"reduce_{kind}_{x.DType}_{node.DType}", name => CudaIndexCodegen.Reduce(name, kind, x.DType, node.DType));
         var o = Allocate(node.DType, node.Shape);
         long n = Shapes.Numel(outer);
         var m = new List<long> { x.Offset, outer.Length, inner.Length };
         m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
-        m.AddRange(inner.Select(v => (long)v)); m.AddRange(a.Axes.Select(d => x.Strides[d]));
+        m.AddRange(inner.Select(v => (long)v)); m.AddRange(axes.Select(d => x.Strides[d]));
         var meta = MetaBuffer("r:" + string.Join(",", m), [.. m]);
         if (n > 0)
         {
             kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
-                KernelArg.Pointer(Ptr(o)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)));
+                KernelArg.Pointer(Ptr(o)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)), (long)correction);
             Interlocked.Increment(ref Launches);
         }
         return o;

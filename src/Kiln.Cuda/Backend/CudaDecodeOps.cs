@@ -1,4 +1,4 @@
-// Ops generation needs on the GPU: index_add (the KV cache write), attention with a valid-key count (a cache
+// Ops generation needs on the GPU: index_add (the KV cache write, CudaIndexOps), attention with a valid-key count (a cache
 // with spare capacity) and RoPE with its offset as data. The count and offset are read back to the host (a
 // synchronization), so a decode plan runs eagerly rather than as a captured graph.
 using Kiln.Graph;
@@ -18,30 +18,7 @@ internal sealed partial class CudaBackend
     private Realised? Decode(Node node, Realised[] x)
     {
         var op = node.Op;
-        if (ReferenceEquals(op, OpTable.IndexAdd) && x[0].DType == DType.Float32 && x[1].DType is DType.Int32 or DType.Int64)
-        {
-            int axis = ((IntAttrs)node.Attrs!).Value;
-            var o = Copy(x[0]);
-            var src = DenseF32(x[2], "index_add"); var idx = x[1].IsContiguous ? x[1] : Copy(x[1]);
-            long outer = Shapes.Numel(node.Shape.AsSpan(0, axis)), inner = Shapes.Numel(node.Shape.AsSpan(axis + 1));
-            int a = node.Shape[axis], n = src.Shape[axis];
-            string it = idx.DType == DType.Int32 ? "int" : "long long";
-            var kernel = Kernel($"index_add_f32_{idx.DType}", name => $$"""
-                extern "C" __global__ void {{name}}(float* out, const float* src, const {{it}}* idx, long long total, int a, int n, long long inner)
-                {
-                    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
-                    {
-                        long long r = i % inner, j = (i / inner) % n, o = i / (inner * n);
-                        long long at = idx[j];
-                        if (at >= 0 && at < a) atomicAdd(out + (o * a + at) * inner + r, src[i]);
-                    }
-                }
-                """);
-            long total = outer * n * inner;
-            if (total > 0)
-                kernel.Launch((int)Math.Min((total + Threads - 1) / Threads, 65535L * 8), Threads, 0, S, P(o), P(src), P(idx), total, a, n, inner);
-            return o;
-        }
+        if (ReferenceEquals(op, OpTable.IndexAdd)) return IndexAddAsScatter(node, x);   // the KV cache write
         if (ReferenceEquals(op, OpTable.Attention) && x.Length == 4)
         {
             // Only the first `valid` cached keys count: attend over a dense copy of them.

@@ -52,11 +52,11 @@ internal sealed partial class CudaBackend : IPlanRunner
     private Dictionary<int, Realised>? TryRunCore(Plan plan, Realised[] inputs)
     {
         // Plans without kernels (an upload, views) gain nothing from a graph: staging would only add copies.
-        if (!GraphsEnabled || plan.Nodes.Any(ReadsHostScalar) || plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View)) return null;
-        var pg = _graphs.GetValue(plan, _ => new PlanGraph());
+        if (!GraphsEnabled) return null;
+        var pg = _graphs.GetValue(plan, p => new PlanGraph(Capturable(p)));
         lock (pg)
         {
-            if (pg.Failed is not null || ++pg.Runs == 1) return null;   // a one-off plan runs eagerly, uncaptured
+            if (!pg.Capturable || pg.Failed is not null || ++pg.Runs == 1) return null;   // a one-off plan runs eagerly, uncaptured
             _context.MakeCurrent();
             _current = GraphStream;
             try
@@ -86,6 +86,10 @@ internal sealed partial class CudaBackend : IPlanRunner
             finally { _current = null; _arena = null; _log = null; CudaKernel.Recorder = null; }
         }
     }
+
+    /// <summary>Whether a graph can hold <paramref name="plan"/> and gains from it (decided once per plan).</summary>
+    private static bool Capturable(Plan plan) =>
+        !plan.Nodes.Any(ReadsHostScalar) && !plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View);
 
     /// <summary>Ops whose CUDA form reads a count back to the host (decode with a KV cache): not capturable.</summary>
     private static bool ReadsHostScalar(Node n) =>
@@ -330,9 +334,14 @@ internal sealed partial class CudaBackend : IPlanRunner
     /// <summary>Re-points every recorded launch whose buffers moved since the exec last saw them.</summary>
     private void Patch(PlanGraph pg)
     {
-        var dirty = new HashSet<int>();
-        foreach (var b in pg.Inputs.OfType<Binding>().Concat(pg.OutputGroups.Select(t => t.B)))
+        // No allocation per replay: one reused set, and nothing at all when no binding moved.
+        var dirty = pg.Dirty;
+        dirty.Clear();
+        foreach (var b in pg.Inputs)
+            if (b is not null && b.Current != b.Applied) { dirty.UnionWith(b.Launches); b.Applied = b.Current; }
+        foreach (var (_, b) in pg.OutputGroups)
             if (b.Current != b.Applied) { dirty.UnionWith(b.Launches); b.Applied = b.Current; }
+        if (dirty.Count == 0) return;
         Span<ulong> args = stackalloc ulong[64];
         foreach (int l in dirty)
         {
@@ -421,8 +430,10 @@ internal sealed partial class CudaBackend : IPlanRunner
         }
     }
 
-    private sealed class PlanGraph
+    private sealed class PlanGraph(bool capturable)
     {
+        public readonly bool Capturable = capturable;
+        public readonly HashSet<int> Dirty = [];
         public int Runs;
         public string? Failed;
         public CudaGraph? Graph;

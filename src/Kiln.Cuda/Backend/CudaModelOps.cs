@@ -1,6 +1,6 @@
 // The engine's structured ops on the GPU through the hand-written kernels (CudaKernels): norms and their packed
 // backward, softmax/log-softmax, cross-entropy, RoPE, embedding gather, attention and its packed backward,
-// the multi-tensor AdamW update and the global sum of squares. fp32 (the forward norms and softmax also bf16);
+// the multi-tensor AdamW update and the global sum of squares. fp32 (the forward norms and softmax also bf16 and fp16);
 // inputs are made dense first.
 using Kiln.Graph;
 using Kiln.Runtime;
@@ -20,11 +20,11 @@ internal sealed partial class CudaBackend
         return v.IsContiguous ? v : Copy(v);
     }
 
-    /// <summary>A row kernel operand: fp32 or bf16 (the forward norm and softmax kernels have both), all of one dtype.</summary>
+    /// <summary>A row kernel operand: fp32, bf16 or fp16 (the forward norm and softmax kernels have all three), all of one dtype.</summary>
     private Realised DenseRow(Realised v, DType dtype, string op)
     {
-        if (v.DType is not (DType.Float32 or DType.BFloat16) || v.DType != dtype)
-            throw new NotSupportedException($"{op} on {_device}: dtype {v.DType.ShortName()} (float32 or bfloat16, all operands alike, on CUDA so far)");
+        if (v.DType is not (DType.Float32 or DType.BFloat16 or DType.Float16) || v.DType != dtype)
+            throw new NotSupportedException($"{op} on {_device}: dtype {v.DType.ShortName()} (float32, bfloat16 or float16, all operands alike, on CUDA so far)");
         return v.IsContiguous ? v : Copy(v);
     }
 
@@ -57,13 +57,21 @@ internal sealed partial class CudaBackend
         }
         if (ReferenceEquals(op, OpTable.Softmax) || ReferenceEquals(op, OpTable.LogSoftmax))
         {
-            if (((IntAttrs)node.Attrs!).Value != node.Shape.Length - 1) throw new NotSupportedException($"{name} on {_device}: only over the last axis");
+            int axis = ((IntAttrs)node.Attrs!).Value, rank = node.Shape.Length;
             var dt = x[0].DType;
-            var xs = DenseRow(x[0], dt, name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
-            var o = Allocate(dt, node.Shape);
+            // Over another axis: rows along that axis (a permuted view made dense), the result handed back as the
+            // inverse view of the dense output (no second copy).
+            int[] perm = [.. Enumerable.Range(0, rank).Where(d => d != axis), axis];
+            var src = axis == rank - 1 ? x[0] : Kiln.Cpu.Views.Permute(x[0], perm);
+            var xs = DenseRow(src, dt, name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
+            var o = Allocate(dt, xs.Shape);
             if (ReferenceEquals(op, OpTable.Softmax)) Kern.Softmax(P(xs), P(o), rows, cols, dt, S);
             else Kern.LogSoftmax(P(xs), P(o), rows, cols, dt, S);
-            return o;
+            if (!ReferenceEquals(xs, x[0]) && !ReferenceEquals(xs, src)) Evaluator.Release(xs);
+            if (axis == rank - 1) return o;
+            var strides = new long[rank];
+            for (int k = 0; k < rank; k++) strides[perm[k]] = o.Strides[k];
+            return new Realised(o.Buffer, o.Offset, node.Shape, strides);
         }
         if (ReferenceEquals(op, OpTable.CrossEntropy) || ReferenceEquals(op, OpTable.CrossEntropyGrad))
         {
@@ -86,16 +94,21 @@ internal sealed partial class CudaBackend
         if (ReferenceEquals(op, OpTable.Rope) && x.Length == 1)
         {
             var a = (RopeAttrs)node.Attrs!;
-            var xs = DenseF32(x[0], name); int hd = xs.Shape[^1], seq = xs.Shape[^2];
-            var o = Allocate(DType.Float32, node.Shape);
-            Kern.Rope(P(xs), P(o), xs.Numel / Math.Max(hd, 1), seq, hd, a.Theta, a.Offset, a.Interleaved, a.Inverse, DType.Float32, S);
+            var xs = DenseRow(x[0], x[0].DType, name); int hd = xs.Shape[^1], seq = xs.Shape[^2];
+            var o = Allocate(xs.DType, node.Shape);
+            Kern.Rope(P(xs), P(o), xs.Numel / Math.Max(hd, 1), seq, hd, a.Theta, a.Offset, a.Interleaved, a.Inverse, xs.DType, S);
             return o;
         }
-        if (ReferenceEquals(op, OpTable.IndexSelect) && ((IntAttrs)node.Attrs!).Value == 0 && x[0].Shape.Length == 2)
+        if (ReferenceEquals(op, OpTable.IndexSelect))
         {
-            var table = DenseF32(x[0], name); var ids = x[1].IsContiguous ? x[1] : Copy(x[1]);
-            var o = Allocate(DType.Float32, node.Shape);
-            Kern.EmbeddingGather(P(table), P(ids), ids.DType, P(o), ids.Numel, table.Shape[1], table.Shape[0], DType.Float32, S);
+            int axis = ((IntAttrs)node.Attrs!).Value;
+            if (axis != 0 || x[0].Shape.Length != 2 || x[0].DType is not (DType.Float32 or DType.BFloat16) || x[1].DType is not (DType.Int32 or DType.Int64))
+                return IndexSelectAsGather(node, x[0], x[1], axis);
+            // An embedding lookup: rows of a dense table.
+            var table = x[0].IsContiguous ? x[0] : Copy(x[0]); var ids = x[1].IsContiguous ? x[1] : Copy(x[1]);
+            var o = Allocate(table.DType, node.Shape);
+            _indexChecks = true;
+            Kern.EmbeddingGather(P(table), P(ids), ids.DType, P(o), ids.Numel, table.Shape[1], table.Shape[0], table.DType, S, IndexErrors());
             return o;
         }
         if (ReferenceEquals(op, OpTable.Attention) && x.Length == 3) return Attention(node, x, backward: false);

@@ -1,6 +1,8 @@
 // Shared by every Kiln kernel module: prepended to each .cu source by CudaKernels (NVRTC has no headers, so
-// no header is included). bf16 is stored as unsigned short; math is fp32.
+// no header is included). bf16 is stored as unsigned short, fp16 as a one-field struct (a distinct type, so the
+// ld/st overloads below can tell the two 16-bit formats apart); math is fp32.
 typedef unsigned short bf16;
+struct alignas(2) f16 { unsigned short bits; };
 typedef long long i64;
 #define KILN_NEG_INF __int_as_float(0xff800000)
 #define KILN_FULL 0xffffffffu
@@ -18,7 +20,12 @@ __device__ __forceinline__ bf16 f2bf(float f)
     return (bf16)(u >> 16);
 }
 
+__device__ __forceinline__ float h2f(f16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits)); return f; }
+__device__ __forceinline__ f16 f2h(float f) { f16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f)); return h; }
+
 __device__ __forceinline__ float ld(const float* p, i64 i) { return p[i]; }
+__device__ __forceinline__ float ld(const f16* p, i64 i) { return h2f(p[i]); }
+__device__ __forceinline__ void st(f16* p, i64 i, float v) { p[i] = f2h(v); }
 __device__ __forceinline__ float ld(const bf16* p, i64 i) { return bf2f(p[i]); }
 __device__ __forceinline__ void st(float* p, i64 i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(bf16* p, i64 i, float v) { p[i] = f2bf(v); }
@@ -32,6 +39,21 @@ __device__ __forceinline__ kf4 ld4(const bf16* p, i64 i)
     r.x = __uint_as_float(u.x << 16); r.y = __uint_as_float(u.x & 0xffff0000u);
     r.z = __uint_as_float(u.y << 16); r.w = __uint_as_float(u.y & 0xffff0000u);
     return r;
+}
+__device__ __forceinline__ kf4 ld4(const f16* p, i64 i)
+{
+    ku2 u = *reinterpret_cast<const ku2*>(p + i);
+    kf4 r;
+    r.x = h2f(f16{(unsigned short)(u.x & 0xffffu)}); r.y = h2f(f16{(unsigned short)(u.x >> 16)});
+    r.z = h2f(f16{(unsigned short)(u.y & 0xffffu)}); r.w = h2f(f16{(unsigned short)(u.y >> 16)});
+    return r;
+}
+__device__ __forceinline__ void st4(f16* p, i64 i, kf4 v)
+{
+    ku2 u;
+    u.x = (unsigned)f2h(v.x).bits | ((unsigned)f2h(v.y).bits << 16);
+    u.y = (unsigned)f2h(v.z).bits | ((unsigned)f2h(v.w).bits << 16);
+    *reinterpret_cast<ku2*>(p + i) = u;
 }
 __device__ __forceinline__ void st4(float* p, i64 i, kf4 v) { *reinterpret_cast<kf4*>(p + i) = v; }
 __device__ __forceinline__ void st4(bf16* p, i64 i, kf4 v)

@@ -74,6 +74,7 @@ __device__ __forceinline__ void rmsnorm_any(const T* x, const T* w, T* y, int co
 
 extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y, int cols, float eps, int vec, int regs) { rmsnorm_any<float>(x, w, y, cols, eps, vec, regs); }
 extern "C" __global__ void rmsnorm_bf16(const bf16* x, const bf16* w, bf16* y, int cols, float eps, int vec, int regs) { rmsnorm_any<bf16>(x, w, y, cols, eps, vec, regs); }
+extern "C" __global__ void rmsnorm_f16(const f16* x, const f16* w, f16* y, int cols, float eps, int vec, int regs) { rmsnorm_any<f16>(x, w, y, cols, eps, vec, regs); }
 
 // y = (x - mean) / sqrt(var + eps) * w + b (biased variance, two passes for the variance)
 template <typename T>
@@ -112,6 +113,7 @@ __device__ __forceinline__ void layernorm_fwd(const T* __restrict__ x, const T* 
 }
 extern "C" __global__ void layernorm_f32(const float* x, const float* w, const float* b, float* y, int cols, float eps, int vec) { layernorm_fwd<float>(x, w, b, y, cols, eps, vec); }
 extern "C" __global__ void layernorm_bf16(const bf16* x, const bf16* w, const bf16* b, bf16* y, int cols, float eps, int vec) { layernorm_fwd<bf16>(x, w, b, y, cols, eps, vec); }
+extern "C" __global__ void layernorm_f16(const f16* x, const f16* w, const f16* b, f16* y, int cols, float eps, int vec) { layernorm_fwd<f16>(x, w, b, y, cols, eps, vec); }
 
 // r = 1/sqrt(mean(x^2)+eps); dx = r*(g*w) - x*r^3*mean(g*w*x); part[blk, c] += g*x*r
 extern "C" __global__ void rmsnorm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ g,

@@ -27,3 +27,5 @@ extern "C" __global__ void rope_f32(const float* x, float* y, i64 rows, int seq,
 { rope<float>(x, y, rows, seq, d, theta, offset, interleaved, inverse); }
 extern "C" __global__ void rope_bf16(const bf16* x, bf16* y, i64 rows, int seq, int d, double theta, int offset, int interleaved, int inverse)
 { rope<bf16>(x, y, rows, seq, d, theta, offset, interleaved, inverse); }
+extern "C" __global__ void rope_f16(const f16* x, f16* y, i64 rows, int seq, int d, double theta, int offset, int interleaved, int inverse)
+{ rope<f16>(x, y, rows, seq, d, theta, offset, interleaved, inverse); }

@@ -102,6 +102,8 @@ extern "C" __global__ void softmax_f32(const float* x, float* y, int cols, int v
 extern "C" __global__ void softmax_bf16(const bf16* x, bf16* y, int cols, int vec, int regs) { softmax_any<bf16, false>(x, y, cols, vec, regs); }
 extern "C" __global__ void log_softmax_f32(const float* x, float* y, int cols, int vec, int regs) { softmax_any<float, true>(x, y, cols, vec, regs); }
 extern "C" __global__ void log_softmax_bf16(const bf16* x, bf16* y, int cols, int vec, int regs) { softmax_any<bf16, true>(x, y, cols, vec, regs); }
+extern "C" __global__ void softmax_f16(const f16* x, f16* y, int cols, int vec, int regs) { softmax_any<f16, false>(x, y, cols, vec, regs); }
+extern "C" __global__ void log_softmax_f16(const f16* x, f16* y, int cols, int vec, int regs) { softmax_any<f16, true>(x, y, cols, vec, regs); }
 
 // Backward from the output y and the upstream gradient g:
 //   softmax:     dx = y * (g - sum(g * y))

@@ -17,7 +17,7 @@ public static partial class OpTable
             return (s, i[0].DType);
         },
         (x, n) => Indexing.IndexSelect(x[0], x[1], ((IntAttrs)n.Attrs!).Value, n.Shape),
-        c => [Ops.IndexAdd(Tensor.Zeros(c.Inputs[0].ShapeArray, c.Inputs[0].DType), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
+        c => [Ops.IndexAdd(Tensor.ZerosLike(c.Inputs[0]), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
 
     public static readonly OpDef IndexAdd = new("index_add", 3, FusionClass.Opaque,
         (i, a) =>
@@ -43,7 +43,7 @@ public static partial class OpTable
             return (i[1].Shape, i[0].DType);
         },
         (x, n) => Indexing.Gather(x[0], x[1], ((IntAttrs)n.Attrs!).Value),
-        c => [Ops.ScatterAdd(Tensor.Zeros(c.Inputs[0].ShapeArray, c.Inputs[0].DType), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
+        c => [Ops.ScatterAdd(Tensor.ZerosLike(c.Inputs[0]), c.Attrs<IntAttrs>().Value, c.Inputs[1], c.Upstream), null]);
 
     public static readonly OpDef ScatterAdd = new("scatter_add", 3, FusionClass.Opaque,
         (i, a) =>

@@ -92,8 +92,8 @@ public static partial class OpTable
         {
             var s = c.Attrs<SliceAttrs>();
             var x = c.Inputs[0];
-            var idx = Tensor.Arange(s.Start, s.Start + s.Step * c.Upstream.ShapeArray[s.Axis], s.Step, DType.Int64);
-            return [Ops.IndexAdd(Tensor.Zeros(x.ShapeArray, x.DType), s.Axis, idx, c.Upstream)];
+            var idx = Tensor.Arange(s.Start, s.Start + s.Step * c.Upstream.ShapeArray[s.Axis], s.Step, DType.Int64, x.Device);
+            return [Ops.IndexAdd(Tensor.ZerosLike(x), s.Axis, idx, c.Upstream)];
         }, widensHalf: false);
 
     public static readonly OpDef Expand_ = new("expand", 1, FusionClass.View,
