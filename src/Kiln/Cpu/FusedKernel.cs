@@ -74,7 +74,8 @@ internal static class FusedKernel
         if (CompiledLoop<T>(program, readers) is not { } loop) return null;
         long n = Shapes.Numel(shape);
         var o = into ?? Realised.Contiguous(BufferPool.Rent(dtype, n), shape);
-        var output = o.Buffer.Array<T>();
+        var output = o.Buffer.RawArray<T>();
+        int at = o.Buffer.Start + (int)o.Offset;   // the output's first element in that array
         bool direct = readers.All(r => r.Dense || r.Scalar);
         int lanes = FusedCodegen.Lanes<T>();
         int width = (int)Math.Min(Block, Math.Max(n, 1));
@@ -103,11 +104,11 @@ internal static class FusedKernel
                 if (len >= lanes && inPlace && len % lanes != 0)
                 {
                     int whole = len - len % lanes;
-                    loop(arrays, offsets, output, (int)start, whole);
+                    loop(arrays, offsets, output, at + (int)start, whole);
                     Segment(start + whole, len - whole);
                     return;
                 }
-                if (len >= lanes) { loop(arrays, offsets, output, (int)start, len); return; }
+                if (len >= lanes) { loop(arrays, offsets, output, at + (int)start, len); return; }
                 // Shorter than one vector: copy dense inputs into padded scratch, run one vector, copy the result out.
                 scratch ??= new T[(inputs.Length + 1) * stride];
                 for (int k = 0; k < readers.Length; k++)
@@ -118,7 +119,7 @@ internal static class FusedKernel
                     }
                 int outAt = inputs.Length * stride;
                 loop(arrays, offsets, scratch, outAt, lanes);
-                scratch.AsSpan(outAt, len).CopyTo(output.AsSpan((int)start, len));
+                scratch.AsSpan(outAt, len).CopyTo(output.AsSpan(at + (int)start, len));
             }
         });
         return o;
@@ -314,8 +315,8 @@ internal static class FusedKernel
 
         public bool Dense => _dense;
         public bool Scalar => _scalar && !_dense;
-        public long Offset => _x.Offset;
-        public T[] Array<T>() => _x.Buffer.Array<T>();
+        public long Offset => _x.Buffer.Start + _x.Offset;   // in Array's elements
+        public T[] Array<T>() => _x.Buffer.RawArray<T>();
         private readonly int[] _shape;
         private readonly long[] _strides;
 

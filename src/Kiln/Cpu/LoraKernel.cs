@@ -19,8 +19,8 @@ internal static class LoraKernel
         var t = BufferPool.Rent(x.DType, Math.Max((long)m * rank, 1));
         int threads = Settings.Threads;
         if (x.DType == DType.Float32)
-            fixed (float* px = x.Buffer.Array<float>(), pw = w.Buffer.Array<float>(), pa = a.Buffer.Array<float>(),
-                   pb = b.Buffer.Array<float>(), po = o.Buffer.Array<float>(), pt = t.Array<float>())
+            fixed (float* px = x.Buffer.Span<float>(), pw = w.Buffer.Span<float>(), pa = a.Buffer.Span<float>(),
+                   pb = b.Buffer.Span<float>(), po = o.Buffer.Span<float>(), pt = t.Span<float>())
             {
                 float* xs = px + x.Offset;
                 Gemm.Sgemm(m, outF, inF, 1f, xs, inF, 1, pw + w.Offset, w.Strides[0], w.Strides[1], 0f, po, outF, threads);
@@ -28,8 +28,8 @@ internal static class LoraKernel
                 Gemm.Sgemm(m, outF, rank, (float)scale, pt, rank, 1, pb + b.Offset, b.Strides[0], b.Strides[1], 1f, po, outF, threads);
             }
         else
-            fixed (double* px = x.Buffer.Array<double>(), pw = w.Buffer.Array<double>(), pa = a.Buffer.Array<double>(),
-                   pb = b.Buffer.Array<double>(), po = o.Buffer.Array<double>(), pt = t.Array<double>())
+            fixed (double* px = x.Buffer.Span<double>(), pw = w.Buffer.Span<double>(), pa = a.Buffer.Span<double>(),
+                   pb = b.Buffer.Span<double>(), po = o.Buffer.Span<double>(), pt = t.Span<double>())
             {
                 double* xs = px + x.Offset;
                 Gemm.Dgemm(m, outF, inF, 1, xs, inF, 1, pw + w.Offset, w.Strides[0], w.Strides[1], 0, po, outF, threads);

@@ -125,18 +125,18 @@ internal static class MatMulKernel
                 long offA = a.Offset + Offset(i, bShape, bst[0]), offB = b.Offset + Offset(i, bShape, bst[1]);
                 long offC = i * M * N;
                 if (a.DType == DType.Float32)
-                    fixed (float* pa = a.Buffer.Array<float>(), pb = b.Buffer.Array<float>(), pc = o.Buffer.Array<float>())
+                    fixed (float* pa = a.Buffer.Span<float>(), pb = b.Buffer.Span<float>(), pc = o.Buffer.Span<float>())
                         Gemm.Sgemm(M, N, K, 1f, pa + offA, aRs, aCs, pb + offB, bRs, bCs, 0f, pc + offC, N, gemmThreads);
                 else if (a.DType == DType.Float64)
-                    fixed (double* pa = a.Buffer.Array<double>(), pb = b.Buffer.Array<double>(), pc = o.Buffer.Array<double>())
+                    fixed (double* pa = a.Buffer.Span<double>(), pb = b.Buffer.Span<double>(), pc = o.Buffer.Span<double>())
                         Gemm.Dgemm(M, N, K, 1.0, pa + offA, aRs, aCs, pb + offB, bRs, bCs, 0.0, pc + offC, N, gemmThreads);
                 else if (a.DType == DType.BFloat16)
-                    fixed (BFloat16* pa = a.Buffer.Array<BFloat16>(), pb = b.Buffer.Array<BFloat16>())
-                    fixed (float* pc = o.Buffer.Array<float>())
+                    fixed (BFloat16* pa = a.Buffer.Span<BFloat16>(), pb = b.Buffer.Span<BFloat16>())
+                    fixed (float* pc = o.Buffer.Span<float>())
                         Gemm.SgemmHalf(M, N, K, 1f, (ushort*)pa + offA, aRs, aCs, (ushort*)pb + offB, bRs, bCs, HalfKind.BFloat16, 0f, pc + offC, N, gemmThreads);
                 else if (a.DType == DType.Float16)
-                    fixed (Half* pa = a.Buffer.Array<Half>(), pb = b.Buffer.Array<Half>())
-                    fixed (float* pc = o.Buffer.Array<float>())
+                    fixed (Half* pa = a.Buffer.Span<Half>(), pb = b.Buffer.Span<Half>())
+                    fixed (float* pc = o.Buffer.Span<float>())
                         Gemm.SgemmHalf(M, N, K, 1f, (ushort*)pa + offA, aRs, aCs, (ushort*)pb + offB, bRs, bCs, HalfKind.Float16, 0f, pc + offC, N, gemmThreads);
                 else throw new NotSupportedException($"matmul: dtype {a.DType.ShortName()} has no CPU kernel");
             }

@@ -15,10 +15,10 @@ internal static class ResidualKernel
         int m = (int)(x.Numel / Math.Max(k, 1));
         int threads = Settings.Threads;
         if (x.DType == DType.Float32)
-            fixed (float* px = x.Buffer.Array<float>(), pw = w.Buffer.Array<float>(), po = o.Buffer.Array<float>())
+            fixed (float* px = x.Buffer.Span<float>(), pw = w.Buffer.Span<float>(), po = o.Buffer.Span<float>())
                 Gemm.Sgemm(m, n, k, 1f, px + x.Offset, k, 1, pw + w.Offset, w.Strides[0], w.Strides[1], 1f, po, n, threads);
         else
-            fixed (double* px = x.Buffer.Array<double>(), pw = w.Buffer.Array<double>(), po = o.Buffer.Array<double>())
+            fixed (double* px = x.Buffer.Span<double>(), pw = w.Buffer.Span<double>(), po = o.Buffer.Span<double>())
                 Gemm.Dgemm(m, n, k, 1, px + x.Offset, k, 1, pw + w.Offset, w.Strides[0], w.Strides[1], 1, po, n, threads);
         Strided.Done(x, inputs[0]);
         return o;

@@ -18,12 +18,19 @@ internal sealed class Buffer
     public readonly Array Data;   // float[], double[], BFloat16[], Half[], int[], long[] or bool[]; empty on a device
     public readonly IDeviceMemory? DeviceMemory;
     public readonly long Length;  // elements in use (the array may be longer: pooled size classes)
+    /// <summary>First element of this buffer in <see cref="Data"/>: 0, except for a slice of a plan's arena.</summary>
+    public readonly int Start;
+    /// <summary>A slice of a plan's CPU arena (MemoryPlan): never pooled on its own, never published.</summary>
+    public readonly bool InArena;
     internal int Users;           // live Realised views of this buffer inside an Eval; 0 after release -> pool
 
     /// <summary>Set for pooled buffers large enough to live on the LOH: returns the array when this buffer dies.</summary>
     internal Reclaimer? Reclaim;
 
     public Buffer(DType dtype, Array data, long length) { DType = dtype; Data = data; Length = length; }
+
+    /// <summary>Elements [start, start + length) of an arena array.</summary>
+    internal Buffer(DType dtype, Array arena, int start, long length) { DType = dtype; Data = arena; Start = start; Length = length; InArena = true; }
 
     public Buffer(DType dtype, IDeviceMemory memory, long length) { DType = dtype; Data = System.Array.Empty<byte>(); DeviceMemory = memory; Length = length; }
 
@@ -72,8 +79,14 @@ internal sealed class Buffer
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
-    public Span<T> Span<T>() { RequireHost(); return MemoryMarshal.CreateSpan(ref MemoryMarshal.GetArrayDataReference((T[])Data), (int)Length); }
-    public T[] Array<T>() { RequireHost(); return (T[])Data; }
+    public Span<T> Span<T>()
+    {
+        RequireHost();
+        return MemoryMarshal.CreateSpan(ref System.Runtime.CompilerServices.Unsafe.Add(ref MemoryMarshal.GetArrayDataReference((T[])Data), Start), (int)Length);
+    }
+
+    /// <summary>The whole backing array: this buffer's elements begin at <see cref="Start"/> in it.</summary>
+    public T[] RawArray<T>() { RequireHost(); return (T[])Data; }
 }
 
 /// <summary>

@@ -36,9 +36,22 @@ internal static class BufferPool
 
     private static int ClassOf(long n) => n <= 1 ? 0 : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)(n - 1));
 
+    /// <summary>
+    /// The arena slice the evaluator planned for the kernel running on this thread (MemoryPlan): the kernel's first
+    /// rent of exactly that dtype and length takes it. Kernels keep calling Rent as before; a kernel whose first
+    /// such rent is a scratch buffer only gets the slice for that scratch, which is still safe (it is released
+    /// like any value, and an arena slice is never pooled).
+    /// </summary>
+    [ThreadStatic] internal static Buffer? Planned;
+
     /// <summary>A buffer of at least <paramref name="length"/> elements; contents are unspecified.</summary>
     public static Buffer Rent(DType dtype, long length)
     {
+        if (Planned is { } planned && planned.DType == dtype && planned.Length == length)
+        {
+            Planned = null;
+            return planned;
+        }
         int c = ClassOf(length);
         if (c < Classes && Bags[(int)dtype, c].TryTake(out var arr))
         {
@@ -65,6 +78,24 @@ internal static class BufferPool
         return Wrap(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false), length);
     }
 
+    /// <summary>
+    /// A buffer of at least <paramref name="length"/> elements that may come from a pooled array up to
+    /// <paramref name="classesAbove"/> size classes larger (a plan's arena: another plan's idle, larger arena serves
+    /// it, so plans that take turns share one array instead of each keeping its own).
+    /// </summary>
+    public static Buffer RentAtLeast(DType dtype, long length, int classesAbove = 4)
+    {
+        int c = ClassOf(length);
+        for (int k = c; k < Math.Min(Classes, c + classesAbove + 1); k++)
+            if (Bags[(int)dtype, k].TryTake(out var arr))
+            {
+                Interlocked.Increment(ref _hits);
+                Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
+                return Wrap(dtype, arr, length);
+            }
+        return Rent(dtype, length);
+    }
+
     private static long Bytes(DType dtype, Array a) => a.LongLength * dtype.SizeInBytes();
 
     private static Buffer Wrap(DType dtype, Array arr, long length) => new(dtype, arr, length);
@@ -76,7 +107,7 @@ internal static class BufferPool
     /// </summary>
     internal static void ArmReclaim(Buffer b)
     {
-        if (b.OnDevice) return;   // device memory is reclaimed by its backend
+        if (b.OnDevice || b.InArena) return;   // device memory is reclaimed by its backend, an arena by its plan run
         if (b.Reclaim is not null || Bytes(b.DType, b.Data) < LargeBytes || b.Data.LongLength != (1L << ClassOf(b.Data.LongLength))) return;
         var r = new Buffer.Reclaimer(b.DType, b.Data);
         if (Interlocked.CompareExchange(ref b.Reclaim, r, null) is not null)
@@ -90,6 +121,7 @@ internal static class BufferPool
     public static void Return(Buffer b)
     {
         if (b.DeviceMemory is { } d) { d.Release(); return; }
+        if (b.InArena) return;   // the whole arena goes back when its plan run ends
         if (b.Reclaim is { } r && !r.Disarm()) return;   // already reclaimed
         ReturnArray(b.DType, b.Data);
     }

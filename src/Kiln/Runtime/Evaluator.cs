@@ -27,9 +27,11 @@ internal static class Evaluator
         if (!hit && plan.Optimization is { } r && Settings.Log.Contains("plan"))
             Console.Error.WriteLine($"[kiln plan] new plan: {r.NodesBefore} nodes -> {plan.Nodes.Length} kernels in {plan.Levels.Length} levels, " +
                 $"{r.Sweeps} sweep(s); " + string.Join(", ", GraphOptimizer.StepNames.Select(n => $"{n} {r.Rewrites.GetValueOrDefault(n)}")));
+        if (!hit && plan.AllOnCpu && MemoryPlan.Enabled && Settings.Log.Contains("plan")) Console.Error.WriteLine($"[kiln plan] memory: {plan.Memory.Describe()}");
         Run(plan, walk.SlotValues, walk.Requested);
         if (sw is not null)
-            Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} kernels in {plan.Levels.Length} levels, plan {(hit ? "hit" : "miss")}, {sw.Elapsed.TotalMicroseconds:F0} µs");
+            Console.Error.WriteLine($"[kiln eval] {plan.Nodes.Length} kernels in {plan.Levels.Length} levels, plan {(hit ? "hit" : "miss")}, {sw.Elapsed.TotalMicroseconds:F0} µs; " +
+                $"arena slices used {MemoryPlan.SlicesUsed}, fallbacks {MemoryPlan.Fallbacks}, copied out {MemoryPlan.CopiedOut} (process totals)");
     }
 
     /// <summary>Runs a plan with its inputs bound to <paramref name="slots"/>; publishes into <paramref name="requested"/>.</summary>
@@ -72,6 +74,13 @@ internal static class Evaluator
 
     private static void RunLevels(Plan plan, Realised[] slots, Node[] requested)
     {
+        var arena = plan.AllOnCpu && MemoryPlan.Enabled ? new MemoryPlan.Run(plan.Memory) : null;
+        try { RunLevels(plan, slots, requested, arena); }
+        finally { arena?.Return(); }
+    }
+
+    private static void RunLevels(Plan plan, Realised[] slots, Node[] requested, MemoryPlan.Run? arena)
+    {
         long live = 0, peak = 0;
         PublishInputOutputs(plan, slots, requested);
         var vals = new Realised?[plan.Nodes.Length];
@@ -87,7 +96,7 @@ internal static class Evaluator
                 try
                 {
                     System.Threading.Tasks.Parallel.ForEach(level, new ParallelOptions { MaxDegreeOfParallelism = Settings.Threads },
-                        i => vals[i] = RunNode(plan, i, vals, slots));
+                        i => vals[i] = RunNode(plan, i, vals, slots, arena));
                 }
                 catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
                 {
@@ -96,7 +105,7 @@ internal static class Evaluator
                 }
             }
             else
-                foreach (int i in level) vals[i] = RunNode(plan, i, vals, slots);
+                foreach (int i in level) vals[i] = RunNode(plan, i, vals, slots, arena);
 
             foreach (int i in level) live += Bytes(plan, i, vals[i]!);
             peak = Math.Max(peak, live);
@@ -106,32 +115,52 @@ internal static class Evaluator
                 var owners = plan.OwnersOf[i];
                 foreach (int j in plan.Inputs[i])
                     if (j >= 0 && --remaining[j] == 0 && plan.OwnersOf[j].Length == 0) { live -= Bytes(plan, j, vals[j]!); Release(vals[j]!); }
-                if (owners.Length > 0) Publish(vals[i]!, owners, requested, remaining[i]);
+                if (owners.Length > 0) vals[i] = Publish(vals[i]!, owners, requested, remaining[i]);
                 else if (remaining[i] == 0) { live -= Bytes(plan, i, vals[i]!); Release(vals[i]!); }
             }
         }
         _lastPeakBytes = peak;
     }
 
-    /// <summary>Gives a computed value to the requested nodes it answers: the first takes it, others get views.</summary>
-    private static void Publish(Realised v, int[] owners, Node[] requested, int stillNeeded)
+    /// <summary>Gives a computed value to the requested nodes it answers: the first takes it, others get views.
+    /// Returns the value later plan nodes read (a copy when <paramref name="v"/> was in the arena).</summary>
+    private static Realised Publish(Realised v, int[] owners, Node[] requested, int stillNeeded)
     {
+        if (v.Buffer.InArena)
+        {
+            // The arena goes back to the pool when this run ends: a published value gets memory of its own. (The
+            // memory plan keeps values that reach an output out of the arena; this covers kernels that hand back
+            // their input's memory.)
+            var own = Cpu.Indexing.Copy(v);
+            MemoryPlan.CountCopiedOut();
+            Release(v);
+            v = own;
+        }
         BufferPool.ArmReclaim(v.Buffer);
         for (int k = 1; k < owners.Length; k++) PublishView(requested[owners[k]], v);   // views first: v is still ours
         var won = requested[owners[0]].Publish(v);
         // Lost a race with a concurrent Eval of the same node: ours is garbage once this plan is done with it.
         // (Kept to the GC if later plan nodes still read it.)
         if (!ReferenceEquals(won, v) && stillNeeded == 0) Release(v);
+        return v;
     }
 
-    private static Realised RunNode(Plan plan, int i, Realised?[] vals, Realised[] slots)
+    private static Realised RunNode(Plan plan, int i, Realised?[] vals, Realised[] slots, MemoryPlan.Run? arena)
     {
         var codes = plan.Inputs[i];
         var inputs = new Realised[codes.Length];
         for (int k = 0; k < codes.Length; k++)
             inputs[k] = (codes[k] >= 0 ? vals[codes[k]] : slots[~codes[k]])
                 ?? throw new InvalidOperationException($"internal: input {k} of {plan.Nodes[i]} has no value");
-        return Execute(plan.Nodes[i], inputs);
+        if (arena is null) return Execute(plan.Nodes[i], inputs);
+        BufferPool.Planned = arena.SliceFor(i);
+        try
+        {
+            var r = Execute(plan.Nodes[i], inputs);
+            arena.Taken(i, r);
+            return r;
+        }
+        finally { BufferPool.Planned = null; }
     }
 
     /// <summary>Runs one node's CPU kernel, widening bf16/f16 to fp32 around kernels that compute in fp32.</summary>

@@ -32,6 +32,10 @@ internal sealed class Plan
         level.Length > 1 && level.Sum(i => Shapes.Numel(Nodes[i].Shape)) >= Cpu.Par.MinElementsPerThread).ToArray();
     private bool[]? _worth;
 
+    /// <summary>Where each intermediate lives in the plan's CPU arenas (made on the first run; a cache hit reuses it).</summary>
+    public MemoryPlan Memory => _memory ??= MemoryPlan.Build(this);
+    private MemoryPlan? _memory;
+
     /// <summary>What the optimizer did (for KILN_LOG=plan); no nodes, so the plan holds no user data.</summary>
     public (int NodesBefore, int Sweeps, Dictionary<string, int> Rewrites)? Optimization;
 
