@@ -40,6 +40,45 @@ if (args.Length > 0 && args[0] == "probe-reduce")
     Console.WriteLine($"sum([0,2]) of x: {Med(() => x.Sum([0, 2])):F0} µs; of exp(x·y): {Med(() => (x * y).Exp().Sum([0, 2])):F0} µs");
     return 0;
 }
+if (args.Length > 0 && args[0] == "probe-eval")
+{
+    // Where the host time of a plan-cache hit goes: a 100-op chain on one element (fused to one kernel), split
+    // into building the lazy graph, the key walk, the cache lookup and running the plan. `--device cuda` on a GPU.
+    string devArg = args.SkipWhile(a => a != "--device").Skip(1).FirstOrDefault() ?? "cpu";
+    if (devArg.StartsWith("cuda")) Kiln.Cuda.KilnCuda.Register();
+    var dev = devArg.StartsWith("cuda") ? Kiln.Device.Cuda(0) : Kiln.Device.Cpu;
+    var x0 = Kiln.Tensor.RandomNormal([1], 1).To(dev).Eval();
+    Kiln.Tensor Chain() { var y = x0; for (int i = 0; i < 50; i++) y = (y * 0.999).Tanh(); return y; }
+    const int n = 2001;
+    var t = new double[5][]; for (int k = 0; k < t.Length; k++) t[k] = new double[n];
+    for (int i = 0; i < n + 200; i++)
+    {
+        long a = Stopwatch.GetTimestamp();
+        var y = Chain();
+        long b = Stopwatch.GetTimestamp();
+        var walk = Kiln.Runtime.PlanKey.Build([y.Node], optimize: true);
+        long c = Stopwatch.GetTimestamp();
+        Kiln.Runtime.PlanCache.Get(walk, optimize: true, out _);
+        long d = Stopwatch.GetTimestamp();
+        y.Eval();   // the whole Eval again (walk + lookup + run): run = this minus the two above
+        long e = Stopwatch.GetTimestamp();
+        if (i < 200) continue;
+        t[0][i - 200] = Stopwatch.GetElapsedTime(a, b).TotalMicroseconds; t[1][i - 200] = Stopwatch.GetElapsedTime(b, c).TotalMicroseconds;
+        t[2][i - 200] = Stopwatch.GetElapsedTime(c, d).TotalMicroseconds; t[3][i - 200] = Stopwatch.GetElapsedTime(d, e).TotalMicroseconds;
+        t[4][i - 200] = Stopwatch.GetElapsedTime(a, b).TotalMicroseconds + Stopwatch.GetElapsedTime(d, e).TotalMicroseconds;
+    }
+    foreach (var col in t) Array.Sort(col);
+    long before = GC.GetAllocatedBytesForCurrentThread();
+    var built = Chain();
+    long mid = GC.GetAllocatedBytesForCurrentThread();
+    built.Eval();
+    long after = GC.GetAllocatedBytesForCurrentThread();
+    Console.WriteLine($"allocated: build {mid - before} B ({(mid - before) / 100} B per op), Eval {after - mid} B");
+    double run = t[3][n / 2] - t[1][n / 2] - t[2][n / 2];
+    Console.WriteLine($"chain of 100 ops on {dev}, medians of {n}: build {t[0][n / 2]:F1} µs, key walk {t[1][n / 2]:F1} µs, cache lookup {t[2][n / 2]:F1} µs, " +
+        $"whole Eval {t[3][n / 2]:F1} µs (run ≈ {run:F1} µs); build + Eval {t[4][n / 2]:F1} µs");
+    return 0;
+}
 if (args.Length > 0 && args[0] == "probe-program")
 {
     // A matmul followed by an elementwise tail (tanh(x·W + b)·0.5 + r): matmul_program vs KILN_DISABLE=matmulprogram.

@@ -69,6 +69,7 @@ internal static class FusedCodegen
     /// </summary>
     public static FusedLoop<T>? Get<T>(FusedProgram program, int inputs, ulong scalarMask) where T : unmanaged
     {
+        if (program.Compiled is { } memo && memo.Element == typeof(T) && memo.ScalarMask == scalarMask) return (FusedLoop<T>)memo.Loop;
         var key = new Key(program, typeof(T), scalarMask);
         if (!Cache.TryGetValue(key, out var lazy))
         {
@@ -76,7 +77,9 @@ internal static class FusedCodegen
             if (Cache.Count >= MaxCached) Cache.Clear();   // like the plan cache: start over when full
             lazy = Cache.GetOrAdd(key, static k => new Lazy<Delegate>(() => Compile<T>(k.Program, k.ScalarMask), LazyThreadSafetyMode.ExecutionAndPublication));
         }
-        return (FusedLoop<T>)lazy.Value;
+        var loop = (FusedLoop<T>)lazy.Value;
+        program.Compiled = new CompiledLoopMemo(typeof(T), scalarMask, loop);
+        return loop;
     }
 
     private static FusedLoop<T> Compile<T>(FusedProgram program, ulong scalarMask) where T : unmanaged

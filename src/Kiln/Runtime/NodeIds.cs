@@ -1,6 +1,5 @@
 // A reusable reference-keyed map Node → int for graph walks: open addressing over arrays kept per thread, so a
 // walk allocates nothing and a lookup is a hash, a compare and an index (the plan-cache hit walks every node).
-using System.Runtime.CompilerServices;
 using Kiln.Graph;
 
 namespace Kiln.Runtime;
@@ -33,7 +32,7 @@ internal sealed class NodeIds
     public bool TryGet(Node key, out int value)
     {
         int mask = _keys.Length - 1;
-        for (int i = RuntimeHelpers.GetHashCode(key) & mask; ; i = (i + 1) & mask)
+        for (int i = Hash(key) & mask; ; i = (i + 1) & mask)
         {
             var k = _keys[i];
             if (k is null) { value = 0; return false; }
@@ -42,6 +41,10 @@ internal sealed class NodeIds
     }
 
     public bool Contains(Node key) => TryGet(key, out _);
+
+    /// <summary>From the node's sequential id (Fibonacci hashing): unlike RuntimeHelpers.GetHashCode, a fresh node's
+    /// first lookup does not have to install a hash code in the object header.</summary>
+    private static int Hash(Node key) => (int)((ulong)key.Id * 0x9E3779B97F4A7C15UL >> 33);
 
     public int this[Node key]
     {
@@ -53,7 +56,7 @@ internal sealed class NodeIds
     {
         if ((_count + 1) * 2 > _keys.Length) Grow();
         int mask = _keys.Length - 1;
-        for (int i = RuntimeHelpers.GetHashCode(key) & mask; ; i = (i + 1) & mask)
+        for (int i = Hash(key) & mask; ; i = (i + 1) & mask)
         {
             var k = _keys[i];
             if (k is null) { _keys[i] = key; _values[i] = value; _count++; return; }

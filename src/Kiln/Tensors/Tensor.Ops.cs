@@ -82,8 +82,25 @@ public sealed partial class Tensor
         };
         if (!exact)
             throw new ArgumentException($"scalar {v} cannot be combined with a {DType.ShortName()} tensor of shape {Shapes.Format(ShapeArray)} without changing its value; cast the tensor to a float dtype first");
-        return Full([], v, DType, Device);
+        return new Tensor(ScalarNode(v, DType, Device));
     }
+
+    /// <summary>
+    /// The realised 0-d fill node of (value, dtype, device), shared by every `x * 0.5` that uses it: building an op
+    /// with a scalar then allocates no constant (and uploads none to an accelerator), and a graph's repeated scalars
+    /// are one input slot. Such nodes are never handed to users (who could dispose them); the cache stops growing at
+    /// <see cref="MaxCachedScalars"/> distinct scalars (a value that changes every step belongs in a data leaf).
+    /// </summary>
+    private static Node ScalarNode(double v, DType dtype, Device device)
+    {
+        var key = (BitConverter.DoubleToInt64Bits(v), dtype, device);
+        if (CachedScalars.TryGetValue(key, out var node)) return node;
+        node = Full([], v, dtype, device).Node;
+        return CachedScalars.Count < MaxCachedScalars ? CachedScalars.GetOrAdd(key, node) : node;
+    }
+
+    private const int MaxCachedScalars = 4096;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(long, DType, Device), Node> CachedScalars = new();
 
     // ---------- reductions ----------
     private AxesAttrs AxesOf(string op, int[]? axes, bool keepDim) =>

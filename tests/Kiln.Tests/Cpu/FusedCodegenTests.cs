@@ -209,4 +209,25 @@ public class FusedCodegenTests
         Assert.Equal(1, KernelCount.Of(() => y.Eval()));
         Assert.Equal(0, FusedCodegen.Compilations - c0);
     }
+
+    [Fact]
+    public void OneProgramObjectKeepsALoopPerElementTypeAndScalarLayout()
+    {
+        // A cached plan's node keeps its program object, which remembers the loop last looked up for it: switching
+        // element type or which inputs are scalars must still find the right loop. exp(a·b) against a scalar loop.
+        var program = new Kiln.Graph.FusedProgram([new(Kiln.Graph.OpTable.Mul, ~0, ~1), new(Kiln.Graph.OpTable.Exp, 0, 0)]);
+        foreach (var (dt, scalarB) in new[] { (DType.Float32, false), (DType.Float32, true), (DType.Float64, false), (DType.Float64, true), (DType.Float32, false) })
+        {
+            var a = Tensor.RandomNormal([3, 37], 1, dtype: dt).Eval();
+            var b = (scalarB ? Tensor.Full([1], 0.5, dt).Expand(3, 37) : Tensor.RandomNormal([3, 37], 2, dtype: dt)).Eval();
+            var r = FusedKernel.Run([a.Node.Value!, b.Node.Value!], program, [3, 37], dt, into: null);
+            var got = new Tensor(new Kiln.Graph.Node(Kiln.Graph.OpTable.Constant, [], null, [3, 37], dt, Device.Cpu, r)).ToArray<double>();
+            double[] av = a.ToArray<double>(), bv = b.ToArray<double>();
+            for (int i = 0; i < got.Length; i++)
+            {
+                double e = Math.Exp(av[i] * bv[i]);
+                Assert.True(Math.Abs(got[i] - e) <= (dt == DType.Float32 ? 1e-5 : 1e-12) * (1 + e), $"{dt} scalar={scalarB} [{i}]: {got[i]} vs {e}");
+            }
+        }
+    }
 }
