@@ -102,11 +102,14 @@ public class EngineTests
         var x = Tensor.RandomNormal([2, 9, 48], 1); var w = Tensor.RandomNormal([48, 40], 2, std: 0.2);
         var a = Tensor.RandomNormal([48, 8], 3, std: 0.2); var b = Tensor.RandomNormal([8, 40], 4, std: 0.2); var bias = Tensor.RandomNormal([40], 5);
         var wt = Tensor.RandomNormal([40, 48], 6, std: 0.2); var at = Tensor.RandomNormal([8, 48], 7, std: 0.2); var bt = Tensor.RandomNormal([40, 8], 8, std: 0.2);
+        var mask = Tensor.FromArray(Enumerable.Range(0, 2 * 9 * 48).Select(i => i % 5 == 0 ? 0f : 1.25f).ToArray(), [2, 9, 48]);
         for (int run = 0; run < 3; run++)   // the second and third runs replay a captured graph
         {
             Same(t => t[0].MatMul(t[1]) + t[0].MatMul(t[2]).MatMul(t[3]) * 2.0, [x, w, a, b], "lora", 1e-4);
             Same(t => t[0].MatMul(t[1]) + t[0].MatMul(t[2]).MatMul(t[3]) * 0.5 + t[4], [x, w, a, b, bias], "lora + bias", 1e-4);
             Same(t => t[0].MatMul(t[1].T) + t[0].MatMul(t[2].T).MatMul(t[3].T) * 2.0, [x, wt, at, bt], "lora, HF layout", 1e-4);
+            // Dropout on the branch (h = x·mask, the op's own input) with a bias.
+            Same(t => t[0].MatMul(t[1]) + (t[0] * t[5]).MatMul(t[2]).MatMul(t[3]) * 2.0 + t[4], [x, w, a, b, bias, mask], "lora, dropout branch + bias", 1e-4);
         }
     }
 

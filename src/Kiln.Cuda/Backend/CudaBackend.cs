@@ -347,21 +347,23 @@ internal sealed partial class CudaBackend : IDeviceBackend
         }
         if (ReferenceEquals(op, OpTable.LoraLinear))
         {
-            // y = x·W + s·(x·A)·B (+ bias)
-            double scale = ((ScalarAttrs)node.Attrs!).Value;
+            // y = x·W + s·(h·A)·B (+ bias), h = x or dropout of x
+            var la = (LoraAttrs)node.Attrs!;
+            double scale = la.Scale;
+            Realised? bias = la.HasBias ? x[la.BiasIndex] : null;
             int[] xaShape = [.. node.Shape[..^1], x[2].Shape[1]];
-            var xa = MatMulTo(xaShape, x[0], x[2]);
+            var xa = MatMulTo(xaShape, x[la.BranchIndex], x[2]);
             // s·(x·A)·B first (the scale is its alpha), then x·W accumulated onto it (beta 1, bias in the epilogue):
             // no elementwise pass, and the big GEMM, compute-bound, reads the low-rank term in its epilogue
             // instead of a memory-bound pass re-reading and re-writing y after it.
             var y = Allocate(node.DType, node.Shape);
-            if (GemmInto(y, xa, x[3], (float)scale, 0f) && GemmInto(y, x[0], x[1], 1f, 1f, x.Length > 4 ? x[4] : null)) { Evaluator.Release(xa); return y; }
+            if (GemmInto(y, xa, x[3], (float)scale, 0f) && GemmInto(y, x[0], x[1], 1f, 1f, bias)) { Evaluator.Release(xa); return y; }
             Evaluator.Release(y);
             var baseY = MatMul(node, x[0], x[1]);
             var lora = MatMul(node, xa, x[3]);
-            var ins = x.Length > 4 ? new[] { baseY, lora, x[4] } : new[] { baseY, lora };
+            var ins = bias is not null ? new[] { baseY, lora, bias } : new[] { baseY, lora };
             string sc = CudaCodegen.Literal(scale, node.DType);
-            var r = Run(node.Shape, node.DType, ins, [$"{t} t0 = x0 + ({t})({sc}) * x1{(x.Length > 4 ? " + x2" : "")};"], $"lora_{x.Length}_{node.DType}_{scale:R}");
+            var r = Run(node.Shape, node.DType, ins, [$"{t} t0 = x0 + ({t})({sc}) * x1{(bias is not null ? " + x2" : "")};"], $"lora_{ins.Length}_{node.DType}_{scale:R}");
             Evaluator.Release(baseY); Evaluator.Release(xa); Evaluator.Release(lora);
             return r;
         }

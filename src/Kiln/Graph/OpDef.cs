@@ -84,6 +84,18 @@ internal sealed record ScalarAttrs(double Value) : IOpAttrs
     public override string ToString() => Value.ToString("R");
 }
 
+/// <summary>
+/// lora_linear: y = x·W + s·(h·A)·B (+ bias). Inputs x, W, A, B, then the bias (<see cref="HasBias"/>), then the
+/// branch input h (<see cref="HasBranch"/>: dropout(x) in training; without it the branch reads x itself).
+/// </summary>
+internal sealed record LoraAttrs(double Scale, bool HasBias, bool HasBranch) : IOpAttrs
+{
+    public int BiasIndex => HasBias ? 4 : -1;
+    public int BranchIndex => HasBranch ? (HasBias ? 5 : 4) : 0;
+    public void AddTo(ref HashCode h) { h.Add(Scale); h.Add(HasBias); h.Add(HasBranch); }
+    public override string ToString() => $"scale={Scale:R}{(HasBias ? " bias" : "")}{(HasBranch ? " branch input" : "")}";
+}
+
 internal sealed record DTypeAttrs(DType To) : IOpAttrs
 {
     public void AddTo(ref HashCode h) => h.Add(To);
