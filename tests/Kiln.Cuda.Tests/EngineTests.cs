@@ -218,6 +218,22 @@ public class EngineTests
     }
 
     [Fact]
+    public void MatMulEpiloguesMatchTheCpu()
+    {
+        // Bias, ReLU and tanh-GELU ride cuBLASLt's epilogue; erf-GELU and SiLU a generated kernel after the GEMM.
+        var x = Tensor.RandomNormal([3, 7, 40], 1); var w = Tensor.RandomNormal([40, 24], 2, std: 0.3); var b = Tensor.RandomNormal([24], 3);
+        Same(t => t[0].MatMul(t[1]) + t[2], [x, w, b], "bias");
+        Same(t => (t[0].MatMul(t[1]) + t[2]).Relu(), [x, w, b], "bias + relu");
+        Same(t => t[0].MatMul(t[1]).Relu(), [x, w], "relu");
+        Same(t => (t[0].MatMul(t[1]) + t[2]).Gelu(GeluApproximation.Tanh), [x, w, b], "bias + gelu tanh", 1e-4);
+        Same(t => t[0].MatMul(t[1]).Gelu(GeluApproximation.Tanh), [x, w], "gelu tanh", 1e-4);
+        Same(t => (t[0].MatMul(t[1]) + t[2]).Gelu(), [x, w, b], "bias + gelu erf");
+        Same(t => (t[0].MatMul(t[1]) + t[2]).Silu(), [x, w, b], "bias + silu");
+        Assert.Equal(CublasLtEpilogue.ReluBias, CudaBackend.EpilogueOf(true, "relu"));
+        Assert.Null(CudaBackend.EpilogueOf(true, "silu"));
+    }
+
+    [Fact]
     public void NewReductionsAndIndexOpsMatchTheCpu()
     {
         var x = Tensor.RandomNormal([5, 40, 7], 11);

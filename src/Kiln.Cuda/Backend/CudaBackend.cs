@@ -325,8 +325,15 @@ internal sealed partial class CudaBackend : IDeviceBackend
         string t = CudaCodegen.Compute(node.DType);
         if (ReferenceEquals(op, OpTable.MatMulEpilogue))
         {
-            var y = MatMul(node, x[0], x[1]);
             string? act = ((EpilogueAttrs)node.Attrs!).Activation;
+            // Bias and ReLU / tanh-GELU in cuBLASLt's own epilogue: no second pass over the product.
+            if (EpilogueOf(x.Length > 2, act) is { } epilogue)
+            {
+                var o = Allocate(node.DType, node.Shape);
+                if (GemmInto(o, x[0], x[1], 1f, 0f, x.Length > 2 ? x[2] : null, epilogue)) return o;
+                Evaluator.Release(o);
+            }
+            var y = MatMul(node, x[0], x[1]);
             if (x.Length == 2 && act is null) return y;
             var steps = new List<string> { x.Length > 2 ? $"{t} t0 = x0 + x1;" : $"{t} t0 = x0;" };
             if (act is not null)
@@ -405,7 +412,17 @@ internal sealed partial class CudaBackend : IDeviceBackend
     /// the batch folds into the rows, and transposed views (x·Wᵀ, how Linear stores HF weights; xᵀ·g in a weight
     /// gradient) are read as is. False (nothing done) for other layouts or dtypes.
     /// </summary>
-    private bool GemmInto(Realised o, Realised a, Realised b, float alpha, float beta, Realised? bias = null)
+    /// <summary>The cuBLASLt epilogue for a bias and an activation, or null when it has none (GELU with erf, SiLU: a
+    /// generated kernel applies those after the GEMM).</summary>
+    internal static CublasLtEpilogue? EpilogueOf(bool bias, string? activation) => activation switch
+    {
+        null => bias ? CublasLtEpilogue.Bias : CublasLtEpilogue.Default,
+        "relu" => bias ? CublasLtEpilogue.ReluBias : CublasLtEpilogue.Relu,
+        "gelu_tanh" => bias ? CublasLtEpilogue.GeluBias : CublasLtEpilogue.Gelu,
+        _ => null,
+    };
+
+    private bool GemmInto(Realised o, Realised a, Realised b, float alpha, float beta, Realised? bias = null, CublasLtEpilogue? epilogue = null)
     {
         if (GemmType(a.DType) is not { } type || SharedMatrix(b) is not { } b2) return false;
         // A bias (one value per output column, dense) rides the GEMM's epilogue.
@@ -424,7 +441,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         ulong pbias = bias is null ? 0 : Ptr(bias) + (ulong)(bias.Offset * size);
         if (bias is not null) Foreign(pbias);
         _blas.Value.MatmulRowMajor((int)(batches * m), n, k, type, pa, pb, po, alpha, beta, _current,
-            epilogue: bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias, bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
+            epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
         Interlocked.Increment(ref Launches);
         if (!ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
         if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);

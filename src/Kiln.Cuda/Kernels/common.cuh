@@ -81,26 +81,23 @@ __device__ __forceinline__ float warp_max(float v)
 }
 
 // Block-wide sums (blockDim.x a multiple of 32); every thread gets the result. sh: 64 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* sh)
+// One value per block: each warp reduces, warp leaders meet in shared memory, the first warp reduces those.
+// Every thread gets the result. `sh` holds at least 32 floats; `none` is the operation's identity.
+template <typename Warp>
+__device__ __forceinline__ float block_reduce(float v, float* sh, Warp warp, float none)
 {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = warp(v);
     __syncthreads();
     if (lane == 0) sh[w] = v;
     __syncthreads();
-    v = lane < nw ? sh[lane] : 0.f;
-    return warp_sum(v);
+    v = lane < nw ? sh[lane] : none;
+    return warp(v);
 }
-__device__ __forceinline__ float block_max(float v, float* sh)
-{
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : KILN_NEG_INF;
-    return warp_max(v);
-}
+struct kiln_warp_sum { __device__ __forceinline__ float operator()(float v) const { return warp_sum(v); } };
+struct kiln_warp_max { __device__ __forceinline__ float operator()(float v) const { return warp_max(v); } };
+__device__ __forceinline__ float block_sum(float v, float* sh) { return block_reduce(v, sh, kiln_warp_sum(), 0.f); }
+__device__ __forceinline__ float block_max(float v, float* sh) { return block_reduce(v, sh, kiln_warp_max(), KILN_NEG_INF); }
 __device__ __forceinline__ void block_sum2(float& a, float& b, float* sh)
 {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
