@@ -21,7 +21,8 @@ public class EngineTests
         Assert.Equal(Device.Cuda(0), gpu.Device);
         var e = cpu.ToArray<double>(); var a = gpu.ToArray<double>();
         for (int i = 0; i < e.Length; i++)
-            Assert.True(Math.Abs(e[i] - a[i]) <= rel * Math.Abs(e[i]) + rel, $"{what}[{i}]: cpu {e[i]} gpu {a[i]}");
+            Assert.True((double.IsNaN(e[i]) && double.IsNaN(a[i])) || e[i] == a[i] || Math.Abs(e[i] - a[i]) <= rel * Math.Abs(e[i]) + rel,
+                $"{what}[{i}]: cpu {e[i]} gpu {a[i]}");   // NaN matches NaN, infinities match exactly
     }
 
     /// <summary>Evaluates f on CPU inputs and on their GPU copies.</summary>
@@ -231,6 +232,41 @@ public class EngineTests
         Same(t => (t[0].MatMul(t[1]) + t[2]).Silu(), [x, w, b], "bias + silu");
         Assert.Equal(CublasLtEpilogue.ReluBias, CudaBackend.EpilogueOf(true, "relu"));
         Assert.Null(CudaBackend.EpilogueOf(true, "silu"));
+    }
+
+    [Fact]
+    public void LongReductionsOfEveryKindMatchTheCpu()
+    {
+        // Long enough to be split (SplitReduction): over the contiguous axis (blocks per output and part), over a
+        // leading axis (threads per output, parts along y), everything at once (1024 parts), and a permuted view;
+        // with infinities and a NaN where each kind must see them.
+        var x = Tensor.RandomNormal([6, 3000, 40], 21);
+        var rows = Tensor.RandomNormal([12, 20000], 22);
+        foreach (var (name, f, tol) in new (string, Func<Tensor, Tensor>, double)[]
+        {
+            ("sum", t => t.Sum([1]), 1e-5), ("mean all", t => t.Mean(), 1e-5), ("max", t => t.Max([0, 1]), 0), ("min", t => t.Min([1]), 0),
+            ("argmax", t => t.ArgMax(1).Cast(DType.Float32), 0), ("logsumexp", t => t.LogSumExp([1]), 1e-5),
+            ("var", t => t.Var([0, 1], correction: 1), 1e-5), ("sum of a permuted view", t => t.Permute(2, 0, 1).Sum([2]), 1e-5),
+        })
+            Same(t => f(t[0]), [x], name + " (6,3000,40)", tol);
+        // 20000-term sums cancel (values ~N(0,1), sums ~1): the CPU's fp32 sum is off by ~3e-5 there, so the GPU's
+        // (accumulated in double) is held to the fp64 sum instead, at fp32 rounding.
+        var rowSums = rows.To(Cuda()).Sum([1]).ToArray<float>();
+        var exact = rows.Cast(DType.Float64).Sum([1]).ToArray<double>();
+        for (int i = 0; i < exact.Length; i++) Assert.True(Math.Abs(rowSums[i] - exact[i]) <= 1e-6 * (1 + Math.Abs(exact[i])), $"row sum {i}: gpu {rowSums[i]} fp64 {exact[i]}");
+        Same(t => t[0].ArgMax(1).Cast(DType.Float32), [rows], "row argmax (12,20000)", 0);
+        Same(t => t[0].LogSumExp([1]), [rows], "row logsumexp (12,20000)", 1e-5);
+        Same(t => t[0].Var([1], correction: 0), [rows], "row var (12,20000)", 1e-5);
+        // Special values: -inf rows, a +inf, a NaN, repeated maxima (first index wins).
+        var v = new float[4 * 5000];
+        for (int i = 0; i < v.Length; i++) v[i] = (i % 97) * 0.01f;
+        for (int j = 0; j < 5000; j++) v[j] = float.NegativeInfinity;   // row 0 all -inf
+        v[5000 + 4321] = float.PositiveInfinity;                        // row 1 has +inf
+        v[10000 + 17] = float.NaN;                                      // row 2 has a NaN
+        var sp = Tensor.FromArray(v, [4, 5000]);
+        Same(t => t[0].LogSumExp([1]), [sp], "logsumexp special rows", 1e-5);
+        Same(t => t[0].Max([1]), [sp], "max special rows", 0);
+        Same(t => t[0].ArgMax(1).Cast(DType.Float32), [sp], "argmax special rows (ties: first index)", 0);
     }
 
     [Fact]

@@ -126,6 +126,8 @@ public class GeneratedSourceTests
             {
                 var output = kind == CudaReduceKind.ArgMax ? DType.Int64 : t;
                 AssertCompiles($"reduce_{kind}_{t}", CudaIndexCodegen.Reduce("k_reduce", kind, t, output));
+                AssertCompiles($"reduce_part_{kind}_{t}", CudaIndexCodegen.ReducePartial("k_part", kind, t));
+                AssertCompiles($"reduce_finish_{kind}_{t}", CudaIndexCodegen.ReduceFinish("k_finish", kind, output));
             }
     }
 

@@ -285,6 +285,21 @@ internal sealed partial class CudaBackend : IDeviceBackend
         : ReferenceEquals(op, OpTable.LogSumExp) ? CudaReduceKind.LogSumExp : ReferenceEquals(op, OpTable.Var) ? CudaReduceKind.Var
         : ReferenceEquals(op, OpTable.ArgMax) ? CudaReduceKind.ArgMax : null;
 
+    /// <summary>
+    /// How to split a reduction of <paramref name="count"/> elements into each of <paramref name="n"/> outputs, or
+    /// (0, _) for one thread per output (short reductions, or strided ones with outputs enough to fill the GPU).
+    /// Rows: a block per (output, part) when the reduced axis is the contiguous one; else a thread per output and
+    /// parts along the grid's y (consecutive outputs read consecutive addresses).
+    /// </summary>
+    internal static (long Parts, bool Rows) SplitReduction(long n, long count, bool innerContiguous)
+    {
+        if (count < 64) return (0, false);
+        var split = innerContiguous ? (Math.Clamp((count + 4095) / 4096, 1, 1024), true)
+            : n >= 16384 ? (0L, false)
+            : (Math.Clamp(Math.Min((count + 63) / 64, (32768 + n - 1) / n), 1, 65535), false);
+        return n * split.Item1 * 3 > int.MaxValue ? (0, false) : split;   // the states' scratch stays one int-sized buffer
+    }
+
     private Realised Reduce(Node node, Realised x, CudaReduceKind kind)
     {
         var (axes, correction) = node.Attrs switch
@@ -297,16 +312,30 @@ internal sealed partial class CudaBackend : IDeviceBackend
         bool typed = x.DType is DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16
             || (x.DType == DType.Int32 && kind is CudaReduceKind.Max or CudaReduceKind.Min or CudaReduceKind.ArgMax);
         if (!typed) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
-        // Reduced axes last (a view), then one thread per output element loops over them in double.
+        // Reduced axes last (a view): one thread per output looping over them in double, or split (SplitReduction).
         var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !axes.Contains(d)).ToArray();
         int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = axes.Select(d => x.Shape[d]).ToArray();
-        var kernel = Kernel($"reduce_{kind}_{x.DType}_{node.DType}", name => CudaIndexCodegen.Reduce(name, kind, x.DType, node.DType));
         var o = Allocate(node.DType, node.Shape);
-        long n = Shapes.Numel(outer);
+        long n = Shapes.Numel(outer), count = Shapes.Numel(inner);
         var m = new List<long> { x.Offset, outer.Length, inner.Length };
         m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
         m.AddRange(inner.Select(v => (long)v)); m.AddRange(axes.Select(d => x.Strides[d]));
         var meta = MetaBuffer("r:" + string.Join(",", m), [.. m]);
+        if (n > 0 && SplitReduction(n, count, axes.Length > 0 && x.Strides[axes[^1]] == 1) is var (parts, rows) && parts > 0)
+        {
+            // Long reductions: partial states per (output, part) from many threads, then one merge per output.
+            var part = Allocate(DType.Float64, [(int)(n * parts * 3)]);
+            var partial = Kernel($"reduce_part_{kind}_{x.DType}", name => CudaIndexCodegen.ReducePartial(name, kind, x.DType));
+            var finish = Kernel($"reduce_finish_{kind}_{node.DType}", name => CudaIndexCodegen.ReduceFinish(name, kind, node.DType));
+            Dim3 grid = rows ? new Dim3(checked((uint)(n * parts))) : new Dim3((uint)((n + Threads - 1) / Threads), (uint)parts);
+            partial.Launch(grid, Threads, 0, _current, KernelArg.Pointer(Ptr(part)), n, parts, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)), rows ? 1 : 0);
+            finish.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
+                KernelArg.Pointer(Ptr(o)), n, parts, KernelArg.Pointer(Ptr(part)), count, (long)correction);
+            Interlocked.Add(ref Launches, 2);
+            Evaluator.Release(part);
+            return o;
+        }
+        var kernel = Kernel($"reduce_{kind}_{x.DType}_{node.DType}", name => CudaIndexCodegen.Reduce(name, kind, x.DType, node.DType));
         if (n > 0)
         {
             kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,

@@ -76,6 +76,140 @@ internal static class CudaIndexCodegen
     }
 
     /// <summary>
+    /// Per-kind running state of a split reduction (3 doubles: sum | extreme | value, index | max, sum of exp |
+    /// count, mean, M2) with its start, one element, the merge of two states and the final value. Merges are exact
+    /// for max/min/argmax (NaN first, then the lowest index on ties) and follow Chan's formula for var (Welford).
+    /// </summary>
+    private static string StateOps(CudaReduceKind kind) => kind switch
+    {
+        CudaReduceKind.Sum or CudaReduceKind.Mean => """
+            __device__ __forceinline__ kst st_init() { kst s; s.a = 0.0; s.b = 0.0; s.c = 0.0; return s; }
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { s.a += v; return s; }
+            __device__ __forceinline__ kst st_merge(kst s, kst t) { s.a += t.a; return s; }
+            """,
+        CudaReduceKind.Max or CudaReduceKind.Min => $$"""
+            __device__ __forceinline__ kst st_init() { kst s; s.a = {{(kind == CudaReduceKind.Max ? "-" : "")}}kiln_inf(); s.b = 0.0; s.c = 0.0; return s; }
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { if (s.a == s.a && (v != v || v {{(kind == CudaReduceKind.Max ? ">" : "<")}} s.a)) s.a = v; return s; }
+            __device__ __forceinline__ kst st_merge(kst s, kst t) { return st_add(s, t.a, 0); }
+            """,
+        CudaReduceKind.ArgMax => """
+            __device__ __forceinline__ kst st_init() { kst s; s.a = -kiln_inf(); s.b = -1.0; s.c = 0.0; return s; }
+            __device__ __forceinline__ kst st_merge(kst s, kst t)
+            {
+                if (t.b < 0.0) return s;
+                if (s.b < 0.0) return t;
+                bool sn = s.a != s.a, tn = t.a != t.a;
+                if (sn || tn) return (sn && (!tn || s.b < t.b)) ? s : t;
+                if (s.a != t.a) return s.a > t.a ? s : t;
+                return s.b < t.b ? s : t;
+            }
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { kst t; t.a = v; t.b = (double)j; t.c = 0.0; return st_merge(s, t); }
+            """,
+        CudaReduceKind.LogSumExp => """
+            __device__ __forceinline__ kst st_init() { kst s; s.a = -kiln_inf(); s.b = 0.0; s.c = 0.0; return s; }
+            __device__ __forceinline__ kst st_merge(kst s, kst t)
+            {
+                if (s.a != s.a || t.a != t.a) { s.a = s.a + t.a; return s; }   // NaN
+                double m = s.a > t.a ? s.a : t.a;
+                if (m == -kiln_inf() || m == kiln_inf()) { s.a = m; s.b = m == kiln_inf() ? 1.0 : 0.0; return s; }
+                s.b = (s.b == 0.0 ? 0.0 : s.b * exp(s.a - m)) + (t.b == 0.0 ? 0.0 : t.b * exp(t.a - m));
+                s.a = m;
+                return s;
+            }
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { kst t; t.a = v; t.b = 1.0; t.c = 0.0; return st_merge(s, t); }
+            """,
+        CudaReduceKind.Var => """
+            __device__ __forceinline__ kst st_init() { kst s; s.a = 0.0; s.b = 0.0; s.c = 0.0; return s; }
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { s.a += 1.0; double d = v - s.b; s.b += d / s.a; s.c += d * (v - s.b); return s; }
+            __device__ __forceinline__ kst st_merge(kst s, kst t)
+            {
+                if (t.a == 0.0) return s;
+                if (s.a == 0.0) return t;
+                double n = s.a + t.a, d = t.b - s.b;
+                s.c = s.c + t.c + d * d * s.a * t.a / n; s.b = s.b + d * t.a / n; s.a = n;
+                return s;
+            }
+            """,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
+    private static string Finish(CudaReduceKind kind) => kind switch
+    {
+        CudaReduceKind.Mean => "s.a / (double)count",
+        CudaReduceKind.ArgMax => "s.b < 0.0 ? 0.0 : s.b",
+        CudaReduceKind.LogSumExp => "(s.a != s.a || s.a == kiln_inf() || s.a == -kiln_inf()) ? s.a : s.a + log(s.b)",
+        CudaReduceKind.Var => "s.c / (double)(count - correction > 0 ? count - correction : 0)",
+        _ => "s.a",
+    };
+
+    /// <summary>
+    /// A reduction split across threads for long reductions: <c>name(part, n, parts, meta, x, rows)</c> writes one
+    /// state per (output, part) to <c>part</c> ([n · parts] states), each part covering a contiguous range of the
+    /// reduced elements. rows = 1: a block per (output, part), its threads striding over the range (the reduced
+    /// axis is the contiguous one: coalesced reads), the block's states merged in a fixed tree; rows = 0: a thread
+    /// per output (consecutive outputs are consecutive addresses) and blockIdx.y the part. meta as in <see cref="Reduce"/>.
+    /// </summary>
+    public static string ReducePartial(string name, CudaReduceKind kind, DType input) =>
+        SplitPrelude(kind) + $$"""
+        extern "C" __global__ void {{name}}(kst* part, long long n, long long parts, const long long* meta, const {{CudaCodegen.CType(input)}}* x, int rows)
+        {
+            long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
+            const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
+            long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
+            long long chunk = (count + parts - 1) / parts;
+            auto baseOf = [&](long long i) { long long b = off, rem = i; for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; b += c * ost[d]; } return b; };
+            auto offsetOf = [&](long long b, long long j) { long long o = b; for (int d = ri - 1; d >= 0; --d) { long long c = j % is[d]; j /= is[d]; o += c * ist[d]; } return o; };
+            if (rows)
+            {
+                __shared__ kst sh[256];
+                long long i = blockIdx.x / parts, p = blockIdx.x % parts;
+                long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
+                long long b = baseOf(i);
+                kst s = st_init();
+                for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) s = st_add(s, (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}, j);
+                sh[threadIdx.x] = s;
+                __syncthreads();
+                for (int w = blockDim.x / 2; w > 0; w >>= 1)
+                {
+                    if (threadIdx.x < w) sh[threadIdx.x] = st_merge(sh[threadIdx.x], sh[threadIdx.x + w]);
+                    __syncthreads();
+                }
+                if (threadIdx.x == 0) part[i * parts + p] = sh[0];
+            }
+            else
+            {
+                long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
+                if (i >= n) return;
+                long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
+                long long b = baseOf(i);
+                kst s = st_init();
+                for (long long j = j0; j < j1; ++j) s = st_add(s, (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}, j);
+                part[i * parts + p] = s;
+            }
+        }
+        """;
+
+    /// <summary><c>name(out, n, parts, part, count, correction)</c>: merges each output's part states in order and stores the result.</summary>
+    public static string ReduceFinish(string name, CudaReduceKind kind, DType output) =>
+        SplitPrelude(kind) + $$"""
+        extern "C" __global__ void {{name}}({{CudaCodegen.CType(output)}}* out, long long n, long long parts, const kst* part, long long count, long long correction)
+        {
+            for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+            {
+                kst s = part[i * parts];
+                for (long long p = 1; p < parts; ++p) s = st_merge(s, part[i * parts + p]);
+                out[i] = {{CudaCodegen.Store(output, Finish(kind))}};
+            }
+        }
+        """;
+
+    private static string SplitPrelude(CudaReduceKind kind) => CudaCodegen.Prelude + """
+        __device__ __forceinline__ double kiln_inf() { return __longlong_as_double(0x7ff0000000000000LL); }
+        struct kst { double a, b, c; };
+
+        """ + StateOps(kind) + "\n";
+
+    /// <summary>
     /// torch.gather <c>name(out, n, meta, x, idx, err)</c>: out[p] = x[p with p[axis] = idx[p]] for every position p of
     /// idx (out is dense in idx's shape). meta: rank, axis, axisSize, xOffset, idxOffset, idxShape, xStrides, idxStrides.
     /// An index outside [0, axisSize) reads nothing (0) and records itself in err (err[0] = 1, then the index, the axis size and <paramref name="opCode"/>: 0 gather, 1 scatter_add, 2 index_select, 3 index_add),
