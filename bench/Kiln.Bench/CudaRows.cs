@@ -98,6 +98,20 @@ public static class CudaRows
                 return () => Ops.RmsNorm(x, w, 1e-6);
             }, us => 2 * bytes / us / 1e3, "GB/s");
         }
+        // Reductions over x (4,512,4096) fp32 (32 MiB read): all elements, each row, the leading axes (a bias
+        // gradient's shape), argmax per row.
+        foreach (var (name, shape, f) in new (string, string, Func<Tensor, Tensor>)[]
+        {
+            ("sum_all_4x512x4096", "(4,512,4096) fp32 → scalar", t => t.Sum()),
+            ("sum_rows_4x512x4096", "(4,512,4096) fp32, last dim", t => t.Sum([-1])),
+            ("sum_leading_4x512x4096", "(4,512,4096) fp32, axes 0,1", t => t.Sum([0, 1])),
+            ("argmax_rows_4x512x4096", "(4,512,4096) fp32, last dim", t => t.ArgMax(-1)),
+        })
+            yield return new Case(name, shape, dev =>
+            {
+                var x = Rand([4, 512, 4096], 30, dev);
+                return () => f(x);
+            }, us => 4.0 * 4 * 512 * 4096 / us / 1e3, "GB/s");
         const int big = 8192;
         yield return new Case("gemm_8192_bf16", "8192³ bf16, fp32 accumulation", dev =>
         {

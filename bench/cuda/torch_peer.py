@@ -107,6 +107,13 @@ def cases():
         yield (f"rmsnorm_bf16_{b}x{t}x{d}", f"({b},{t},{d}) bf16, eps 1e-6, weight",
                lambda b=b, t=t, d=d: (rand((b, t, d), 26).to(bf), rand((d,), 27, 0.1, 1.0).to(bf)),
                rmsnorm, lambda us, n=nbytes: 2 * n / us / 1e3, "GB/s", True)
+    # Reductions over x (4,512,4096) fp32: all, each row, the leading axes, argmax per row.
+    for (name, shape, fn) in [("sum_all_4x512x4096", "(4,512,4096) fp32 -> scalar", lambda x: x.sum()),
+                              ("sum_rows_4x512x4096", "(4,512,4096) fp32, last dim", lambda x: x.sum(-1)),
+                              ("sum_leading_4x512x4096", "(4,512,4096) fp32, axes 0,1", lambda x: x.sum((0, 1))),
+                              ("argmax_rows_4x512x4096", "(4,512,4096) fp32, last dim", lambda x: x.argmax(-1))]:
+        yield (name, shape, lambda: (rand((4, 512, 4096), 30),), fn,
+               lambda us: 4.0 * 4 * 512 * 4096 / us / 1e3, "GB/s", True)
     n = 8192
     yield ("gemm_8192_bf16", "8192^3 bf16, fp32 accumulation", lambda: (rand((n, n), 28).to(bf), rand((n, n), 29).to(bf)),
            matmul, lambda us: 2.0 * n * n * n / us / 1e6, "TFLOP/s", False)

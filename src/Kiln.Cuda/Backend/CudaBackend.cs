@@ -291,6 +291,9 @@ internal sealed partial class CudaBackend : IDeviceBackend
     /// Rows: a block per (output, part) when the reduced axis is the contiguous one; else a thread per output and
     /// parts along the grid's y (consecutive outputs read consecutive addresses).
     /// </summary>
+    /// <summary>KILN_DISABLE=cudasplit: every reduction one thread per output (what the split is measured against).</summary>
+    private static readonly bool SplitReductions = !Settings.IsDisabled("cudasplit");
+
     internal static (long Parts, bool Rows) SplitReduction(long n, long count, bool innerContiguous)
     {
         if (count < 64) return (0, false);
@@ -321,7 +324,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
         m.AddRange(inner.Select(v => (long)v)); m.AddRange(axes.Select(d => x.Strides[d]));
         var meta = MetaBuffer("r:" + string.Join(",", m), [.. m]);
-        if (n > 0 && SplitReduction(n, count, axes.Length > 0 && x.Strides[axes[^1]] == 1) is var (parts, rows) && parts > 0)
+        if (n > 0 && SplitReductions && SplitReduction(n, count, axes.Length > 0 && x.Strides[axes[^1]] == 1) is var (parts, rows) && parts > 0)
         {
             // Long reductions: partial states per (output, part) from many threads, then one merge per output.
             var part = Allocate(DType.Float64, [(int)(n * parts * 3)]);
