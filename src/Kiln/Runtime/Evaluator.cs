@@ -74,7 +74,7 @@ internal static class Evaluator
 
     private static void RunLevels(Plan plan, Realised[] slots, Node[] requested)
     {
-        var arena = plan.AllOnCpu && MemoryPlan.Enabled ? new MemoryPlan.Run(plan.Memory) : null;
+        var arena = plan.AllOnCpu && MemoryPlan.Enabled && plan.Memory.HasArena ? new MemoryPlan.Run(plan.Memory) : null;
         try { RunLevels(plan, slots, requested, arena); }
         finally { arena?.Return(); }
     }

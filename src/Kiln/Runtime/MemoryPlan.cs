@@ -49,6 +49,9 @@ internal sealed class MemoryPlan
     /// <summary>Elements all planned values would take with one buffer each (what the arena saves against).</summary>
     public readonly long[] UnplannedElements;
 
+    /// <summary>Whether any value is planned (a run without one rents and tracks nothing).</summary>
+    public bool HasArena => ArenaElements.Any(e => e > 0);
+
     private MemoryPlan((DType, int, long)[] slots, int[][] earlier, (int, int)[] lifetimes, long[] arena, long[] unplanned)
     {
         Slots = slots; Earlier = earlier; Lifetimes = lifetimes; ArenaElements = arena; UnplannedElements = unplanned;
