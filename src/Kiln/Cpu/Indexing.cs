@@ -38,10 +38,17 @@ internal static class Indexing
         var ids = Indices(idx, "index_select", x.Shape[axis]);
         var (outer, n, inner) = Split(x.Shape, axis);
         var o = Realised.Contiguous(BufferPool.Rent(x.DType, Shapes.Numel(outShape)), outShape);
-        var src = x.Span<T>(); var dst = o.Span<T>();
-        for (long a = 0; a < outer; a++)
-            for (int j = 0; j < ids.Length; j++)
-                src.Slice((int)((a * n + ids[j]) * inner), (int)inner).CopyTo(dst.Slice((int)((a * ids.Length + j) * inner), (int)inner));
+        // Each (outer, id) row is its own copy: rows split across threads (an embedding lookup of many tokens).
+        var xs = x;
+        Par.For(outer * ids.Length, Par.ThreadsFor(outer * ids.Length * inner), (r0, r1) =>
+        {
+            var src = xs.Span<T>(); var dst = o.Span<T>();
+            for (long r = r0; r < r1; r++)
+            {
+                long a = r / ids.Length; int j = (int)(r % ids.Length);
+                src.Slice((int)((a * n + ids[j]) * inner), (int)inner).CopyTo(dst.Slice((int)(r * inner), (int)inner));
+            }
+        });
         return o;
     }
 
@@ -61,14 +68,26 @@ internal static class Indexing
         var o = Copy(b);
         s = Strided.Contiguous(s);
         var (outer, n, inner) = Split(b.Shape, axis);
-        var src = s.Span<T>(); var dst = o.Span<T>();
-        for (long a = 0; a < outer; a++)
-            for (int j = 0; j < ids.Length; j++)
+        // Repeated ids add into the same row, so threads split what never collides: the outer index and column
+        // ranges of the rows; each element still receives its j's in ascending order (same bits on any thread count).
+        const long columnsPerPiece = 1024;
+        long pieces = (inner + columnsPerPiece - 1) / columnsPerPiece;
+        var ss = s;
+        Par.For(outer * pieces, Par.ThreadsFor(outer * ids.Length * inner), (p0, p1) =>
+        {
+            var src = ss.Span<T>(); var dst = o.Span<T>();
+            for (long p = p0; p < p1; p++)
             {
-                var d = dst.Slice((int)((a * n + ids[j]) * inner), (int)inner);
-                var r = src.Slice((int)((a * ids.Length + j) * inner), (int)inner);
-                for (int i = 0; i < d.Length; i++) d[i] += r[i];
+                long a = p / pieces, c0 = p % pieces * columnsPerPiece;
+                int width = (int)Math.Min(columnsPerPiece, inner - c0);
+                for (int j = 0; j < ids.Length; j++)
+                {
+                    var d = dst.Slice((int)((a * n + ids[j]) * inner + c0), width);
+                    var r = src.Slice((int)((a * ids.Length + j) * inner + c0), width);
+                    for (int i = 0; i < d.Length; i++) d[i] += r[i];
+                }
             }
+        });
         return o;
     }
 

@@ -676,6 +676,27 @@ public class NaiveReferenceTests
         }
     }
 
+    [Fact]
+    public void IndexSelectAndIndexAddLargeEnoughToRunOnSeveralThreadsMatchLoopsExactly()
+    {
+        // An embedding lookup and its gradient at sizes above the threading threshold: rows split across threads
+        // (select), column pieces (add: repeated ids sum in ascending order, so the bits equal a plain loop).
+        int vocab = 300, dim = 2500, tokens = 700;
+        var r = new Random(3);
+        var table = new float[vocab * dim]; for (int i = 0; i < table.Length; i++) table[i] = (float)(r.NextDouble() - 0.5);
+        var ids = new long[tokens]; for (int i = 0; i < tokens; i++) ids[i] = r.Next(40);   // many repeats
+        var grad = new float[tokens * dim]; for (int i = 0; i < grad.Length; i++) grad[i] = (float)(r.NextDouble() - 0.5);
+        var got = Tensor.FromArray(table, [vocab, dim]).IndexSelect(0, Tensor.FromArray(ids)).ToArray<float>();
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < dim; c++)
+                if (got[t * dim + c] != table[ids[t] * dim + c]) Assert.Fail($"index_select [{t},{c}]");
+        var sum = Kiln.Ops.IndexAdd(Tensor.FromArray(table, [vocab, dim]), 0, Tensor.FromArray(ids), Tensor.FromArray(grad, [tokens, dim])).ToArray<float>();
+        var expected = (float[])table.Clone();
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < dim; c++) expected[ids[t] * dim + c] += grad[t * dim + c];
+        Assert.Equal(expected, sum);
+    }
+
     [Theory]
     [InlineData(DType.Float32)]
     [InlineData(DType.Float64)]
