@@ -32,23 +32,23 @@ internal static class Indexing
         _ => throw new NotSupportedException($"index_select: dtype {x.DType.ShortName()}"),
     };
 
-    private static Realised IndexSelect<T>(Realised x, Realised idx, int axis, int[] outShape)
+    private static Realised IndexSelect<T>(Realised input, Realised idx, int axis, int[] outShape)
     {
-        x = Strided.Contiguous(x);
+        var x = Strided.Contiguous(input);
         var ids = Indices(idx, "index_select", x.Shape[axis]);
         var (outer, n, inner) = Split(x.Shape, axis);
         var o = Realised.Contiguous(BufferPool.Rent(x.DType, Shapes.Numel(outShape)), outShape);
         // Each (outer, id) row is its own copy: rows split across threads (an embedding lookup of many tokens).
-        var xs = x;
         Par.For(outer * ids.Length, Par.ThreadsFor(outer * ids.Length * inner), (r0, r1) =>
         {
-            var src = xs.Span<T>(); var dst = o.Span<T>();
+            var src = x.Span<T>(); var dst = o.Span<T>();
             for (long r = r0; r < r1; r++)
             {
                 long a = r / ids.Length; int j = (int)(r % ids.Length);
                 src.Slice((int)((a * n + ids[j]) * inner), (int)inner).CopyTo(dst.Slice((int)(r * inner), (int)inner));
             }
         });
+        Strided.Done(x, input);   // the dense copy of a strided input goes back to the pool
         return o;
     }
 
@@ -62,20 +62,19 @@ internal static class Indexing
         _ => throw new NotSupportedException($"index_add: dtype {b.DType.ShortName()}"),
     };
 
-    private static Realised IndexAdd<T>(Realised b, Realised idx, Realised s, int axis) where T : INumber<T>
+    private static Realised IndexAdd<T>(Realised b, Realised idx, Realised source, int axis) where T : INumber<T>
     {
         var ids = Indices(idx, "index_add", b.Shape[axis]);
         var o = Copy(b);
-        s = Strided.Contiguous(s);
+        var s = Strided.Contiguous(source);
         var (outer, n, inner) = Split(b.Shape, axis);
         // Repeated ids add into the same row, so threads split what never collides: the outer index and column
         // ranges of the rows; each element still receives its j's in ascending order (same bits on any thread count).
         const long columnsPerPiece = 1024;
         long pieces = (inner + columnsPerPiece - 1) / columnsPerPiece;
-        var ss = s;
         Par.For(outer * pieces, Par.ThreadsFor(outer * ids.Length * inner), (p0, p1) =>
         {
-            var src = ss.Span<T>(); var dst = o.Span<T>();
+            var src = s.Span<T>(); var dst = o.Span<T>();
             for (long p = p0; p < p1; p++)
             {
                 long a = p / pieces, c0 = p % pieces * columnsPerPiece;
@@ -88,6 +87,7 @@ internal static class Indexing
                 }
             }
         });
+        Strided.Done(s, source);
         return o;
     }
 
