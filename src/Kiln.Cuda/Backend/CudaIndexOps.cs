@@ -35,7 +35,10 @@ internal sealed partial class CudaBackend
     {
         var strides = new long[node.Shape.Length];
         strides[axis] = ids.Strides[0];
-        return GatherOrScatter(node, [data, new Realised(ids.Buffer, ids.Offset, node.Shape, strides)], gather: true, axis, opCode: 2);
+        var broadcast = new Realised(ids.Buffer, ids.Offset, node.Shape, strides);
+        var r = GatherOrScatter(node, [data, broadcast], gather: true, axis, opCode: 2);
+        Evaluator.Release(broadcast);
+        return r;
     }
 
     /// <summary>index_add (out = base; out[.., idx[j], ..] += src[.., j, ..]) as a scatter_add whose index is the ids
@@ -46,7 +49,10 @@ internal sealed partial class CudaBackend
         var (ids, src) = (x[1], x[2]);
         var strides = new long[src.Shape.Length];
         strides[axis] = ids.Strides[0];
-        return GatherOrScatter(node, [x[0], new Realised(ids.Buffer, ids.Offset, src.Shape, strides), src], gather: false, axis, opCode: 3);
+        var broadcast = new Realised(ids.Buffer, ids.Offset, src.Shape, strides);
+        var r = GatherOrScatter(node, [x[0], broadcast, src], gather: false, axis, opCode: 3);
+        Evaluator.Release(broadcast);
+        return r;
     }
 
     private Realised GatherOrScatter(Node node, Realised[] x, bool gather, int axis, int opCode)

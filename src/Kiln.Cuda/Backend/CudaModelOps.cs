@@ -68,10 +68,13 @@ internal sealed partial class CudaBackend
             if (ReferenceEquals(op, OpTable.Softmax)) Kern.Softmax(P(xs), P(o), rows, cols, dt, S);
             else Kern.LogSoftmax(P(xs), P(o), rows, cols, dt, S);
             if (!ReferenceEquals(xs, x[0]) && !ReferenceEquals(xs, src)) Evaluator.Release(xs);
+            if (!ReferenceEquals(src, x[0])) Evaluator.Release(src);   // the permuted view's hold on the input
             if (axis == rank - 1) return o;
             var strides = new long[rank];
             for (int k = 0; k < rank; k++) strides[perm[k]] = o.Strides[k];
-            return new Realised(o.Buffer, o.Offset, node.Shape, strides);
+            var back = new Realised(o.Buffer, o.Offset, node.Shape, strides);
+            Evaluator.Release(o);   // the inverse view holds the buffer now
+            return back;
         }
         if (ReferenceEquals(op, OpTable.CrossEntropy) || ReferenceEquals(op, OpTable.CrossEntropyGrad))
         {
@@ -109,6 +112,8 @@ internal sealed partial class CudaBackend
             var o = Allocate(table.DType, node.Shape);
             _indexChecks = true;
             Kern.EmbeddingGather(P(table), P(ids), ids.DType, P(o), ids.Numel, table.Shape[1], table.Shape[0], table.DType, S, IndexErrors());
+            if (!ReferenceEquals(table, x[0])) Evaluator.Release(table);
+            if (!ReferenceEquals(ids, x[1])) Evaluator.Release(ids);
             return o;
         }
         if (ReferenceEquals(op, OpTable.Attention) && x.Length == 3) return Attention(node, x, backward: false);

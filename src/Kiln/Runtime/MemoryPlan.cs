@@ -40,7 +40,7 @@ internal sealed class MemoryPlan
     public readonly int[][] Earlier;
 
     /// <summary>Per node: the first and last level its memory may be read in (its own level to its last reader's,
-    /// through views and in-place consumers).</summary>
+    /// through views).</summary>
     public readonly (int First, int Last)[] Lifetimes;
 
     /// <summary>Elements of each dtype's arena (0: no arena of that dtype).</summary>
@@ -118,7 +118,7 @@ internal sealed class MemoryPlan
                 if (s >= at + size) break;   // the gap before this one fits
                 at = Math.Max(at, e);
             }
-            if (at + size > int.MaxValue) continue;   // a managed array holds at most 2^31 - 1 elements: leave it to the pool
+            if (at + size > 1L << 30) continue;   // the pool rounds up to a power of two and an array holds < 2^31 elements: leave it to the pool
             slots[i] = (node.DType, (int)at, len);
             placed[d].Add(i);
             arena[d] = Math.Max(arena[d], at + size);
@@ -141,8 +141,9 @@ internal sealed class MemoryPlan
         n.Device.Kind == DeviceKind.Cpu && n.Op.Fusion != FusionClass.View && !ReferenceEquals(n.Op, OpTable.ToDevice)
         && Shapes.Numel(n.Shape) > 0;
 
-    /// <summary>Ops whose result may share its input's memory: views, and matmul_program (runs in place over its product).</summary>
-    private static bool MayAlias(OpDef op) => op.Fusion == FusionClass.View || ReferenceEquals(op, OpTable.MatMulProgram);
+    /// <summary>Ops whose result may share its input's memory: views. (matmul_program runs in place over the product it
+    /// computes itself, never over an input; anything else that hands back an input is caught at run time.)</summary>
+    private static bool MayAlias(OpDef op) => op.Fusion == FusionClass.View;
 
     /// <summary>One run's arenas and the slices handed out so far.</summary>
     public sealed class Run
