@@ -53,12 +53,7 @@ internal static class BufferPool
             return planned;
         }
         int c = ClassOf(length);
-        if (c < Classes && Bags[(int)dtype, c].TryTake(out var arr))
-        {
-            Interlocked.Increment(ref _hits);
-            Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
-            return Wrap(dtype, arr, length);
-        }
+        if (c < Classes && TryTake(dtype, c, length, out var pooled)) return pooled;
         long cap = c < Classes ? 1L << c : length;
         long bytes = cap * dtype.SizeInBytes();
         if (bytes >= LargeBytes && c < Classes && Interlocked.Add(ref _freshLarge, bytes) > FreshLargeBudget)
@@ -67,12 +62,7 @@ internal static class BufferPool
             Interlocked.Exchange(ref _freshLarge, 0);
             GC.Collect(1, GCCollectionMode.Forced, blocking: true);
             GC.WaitForPendingFinalizers();
-            if (Bags[(int)dtype, c].TryTake(out arr))
-            {
-                Interlocked.Increment(ref _hits);
-                Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
-                return Wrap(dtype, arr, length);
-            }
+            if (TryTake(dtype, c, length, out pooled)) return pooled;
         }
         Interlocked.Increment(ref _misses);
         return Wrap(dtype, Buffer.NewArray(dtype, Math.Max(cap, 1), zeroed: false), length);
@@ -87,13 +77,19 @@ internal static class BufferPool
     {
         int c = ClassOf(length);
         for (int k = c; k < Math.Min(Classes, c + classesAbove + 1); k++)
-            if (Bags[(int)dtype, k].TryTake(out var arr))
-            {
-                Interlocked.Increment(ref _hits);
-                Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
-                return Wrap(dtype, arr, length);
-            }
+            if (TryTake(dtype, k, length, out var pooled)) return pooled;
         return Rent(dtype, length);
+    }
+
+    /// <summary>An idle array of size class <paramref name="c"/>, wrapped as a buffer of <paramref name="length"/> elements.</summary>
+    private static bool TryTake(DType dtype, int c, long length, out Buffer buffer)
+    {
+        buffer = null!;
+        if (!Bags[(int)dtype, c].TryTake(out var arr)) return false;
+        Interlocked.Increment(ref _hits);
+        Interlocked.Add(ref _pooledBytes, -Bytes(dtype, arr));
+        buffer = Wrap(dtype, arr, length);
+        return true;
     }
 
     private static long Bytes(DType dtype, Array a) => a.LongLength * dtype.SizeInBytes();
