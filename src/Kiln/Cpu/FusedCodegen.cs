@@ -69,7 +69,6 @@ internal static class FusedCodegen
     /// </summary>
     public static FusedLoop<T>? Get<T>(FusedProgram program, int inputs, ulong scalarMask) where T : unmanaged
     {
-        if (program.Compiled is { } memo && memo.Element == typeof(T) && memo.ScalarMask == scalarMask) return (FusedLoop<T>)memo.Loop;
         var key = new Key(program, typeof(T), scalarMask);
         if (!Cache.TryGetValue(key, out var lazy))
         {
@@ -77,9 +76,7 @@ internal static class FusedCodegen
             if (Cache.Count >= MaxCached) Cache.Clear();   // like the plan cache: start over when full
             lazy = Cache.GetOrAdd(key, static k => new Lazy<Delegate>(() => Compile<T>(k.Program, k.ScalarMask), LazyThreadSafetyMode.ExecutionAndPublication));
         }
-        var loop = (FusedLoop<T>)lazy.Value;
-        program.Compiled = new CompiledLoopMemo(typeof(T), scalarMask, loop);
-        return loop;
+        return (FusedLoop<T>)lazy.Value;
     }
 
     private static FusedLoop<T> Compile<T>(FusedProgram program, ulong scalarMask) where T : unmanaged

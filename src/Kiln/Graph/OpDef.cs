@@ -175,9 +175,10 @@ internal sealed record FusedProgram(FusedInstruction[] Steps) : IOpAttrs
     {
         foreach (var s in Steps) { h.Add(s.Op.Name); h.Add(s.A); h.Add(s.B); }
     }
-    public bool Equals(FusedProgram? o) => o is not null && Steps.AsSpan().SequenceEqual(o.Steps);
+    public bool Equals(FusedProgram? o) => ReferenceEquals(this, o) || (o is not null && Steps.AsSpan().SequenceEqual(o.Steps));
 
-    // Computed once: a cached plan's program is looked up by this on every run (a 100-step chain: ~1.5 µs).
+    // Computed once, and the same object equal at once: a cached plan's program is looked up by these on every
+    // run (hashing a 100-step chain took ~1.5 µs).
     private int _hash;
     public override int GetHashCode()
     {
@@ -187,9 +188,6 @@ internal sealed record FusedProgram(FusedInstruction[] Steps) : IOpAttrs
         return _hash = v == 0 ? 1 : v;
     }
 
-    /// <summary>The compiled loop last looked up for this very program object (Cpu.FusedCodegen): a cached plan's
-    /// node keeps its program, so every run after the first skips the structural lookup.</summary>
-    internal CompiledLoopMemo? Compiled;
     public override string ToString() => string.Join("; ", Steps.Select((s, i) =>
         $"t{i}={s.Op.Name}({Operand(s.A)}{(s.Op.Arity > 1 ? "," + Operand(s.B) : "")})"));
     private static string Operand(int c) => c >= 0 ? $"t{c}" : $"in{~c}";
@@ -201,6 +199,3 @@ internal sealed record EpilogueAttrs(string? Activation) : IOpAttrs
     public void AddTo(ref HashCode h) => h.Add(Activation);
     public override string ToString() => Activation ?? "bias";
 }
-
-/// <summary>One compiled fused loop and what it was compiled for (element type, scalar-input mask).</summary>
-internal sealed record CompiledLoopMemo(Type Element, ulong ScalarMask, Delegate Loop);

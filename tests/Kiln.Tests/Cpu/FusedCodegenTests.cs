@@ -213,7 +213,7 @@ public class FusedCodegenTests
     [Fact]
     public void OneProgramObjectKeepsALoopPerElementTypeAndScalarLayout()
     {
-        // A cached plan's node keeps its program object, which remembers the loop last looked up for it: switching
+        // A cached plan's node keeps its program object, looked up by reference and cached hash on each run: switching
         // element type or which inputs are scalars must still find the right loop. exp(a·b) against a scalar loop.
         var program = new Kiln.Graph.FusedProgram([new(Kiln.Graph.OpTable.Mul, ~0, ~1), new(Kiln.Graph.OpTable.Exp, 0, 0)]);
         foreach (var (dt, scalarB) in new[] { (DType.Float32, false), (DType.Float32, true), (DType.Float64, false), (DType.Float64, true), (DType.Float32, false) })
