@@ -15,7 +15,8 @@ public sealed record CudaResult(string Name, string Shape, double Us, string Uni
 
 public static class CudaRows
 {
-    private sealed record Case(string Name, string Shape, Func<Device, Func<Tensor>> Setup, Func<double, double> Rate, string Unit);
+    /// <summary>Tf32: the case runs with Settings.AllowTf32 on (every other case with it off).</summary>
+    private sealed record Case(string Name, string Shape, Func<Device, Func<Tensor>> Setup, Func<double, double> Rate, string Unit, bool Tf32 = false);
 
     private const double MiB = 1024 * 1024;
 
@@ -61,6 +62,11 @@ public static class CudaRows
             var x = Rand([n, n], 9, dev); var w = Rand([n, n], 10, dev);
             return () => x.MatMul(w);
         }, us => 2.0 * n * n * n / us / 1e6, "TFLOP/s");
+        yield return new Case("gemm_4096_tf32", "4096³ fp32 inputs, TF32 tensor cores (KILN_TF32=1)", dev =>
+        {
+            var x = Rand([n, n], 9, dev); var w = Rand([n, n], 10, dev);
+            return () => x.MatMul(w);
+        }, us => 2.0 * n * n * n / us / 1e6, "TFLOP/s", Tf32: true);
         const int copyElems = 64 * 1024 * 1024;   // 256 MiB of fp32
         yield return new Case("copy_256MiB", "x·1.0001, 256 MiB fp32 read + write", dev =>
         {
@@ -134,6 +140,7 @@ public static class CudaRows
         var results = new List<CudaResult>();
         foreach (var c in Cases().Where(c => filter is null || c.Name.Contains(filter)))
         {
+            Settings.AllowTf32 = c.Tf32;
             var run = c.Setup(dev);
             ctx.Synchronize();
             double Once()

@@ -1,6 +1,7 @@
 // LoRA training and decoding on the real stories260K model, the same work as bench/peers/lora_cpu.py:
 // a training step = forward + backward + AdamW on a (4, 128) batch with rank-8 LoRA on every Linear;
-// decoding = 200 greedy tokens from BOS with a KV cache. Median of N after warm-up.
+// decoding = 200 greedy tokens from BOS with a KV cache. Median of N after warm-up. `lora --device cuda` runs the
+// same work with the model on the GPU (bench/peers/lora_cpu.py --device cuda is its peer).
 using System.Diagnostics;
 using System.Text.Json;
 using Kiln.LoRA.Adapters;
@@ -14,10 +15,11 @@ internal sealed record LoraResult(double TrainUsPerStep, double TrainTokensPerS,
 
 internal static class LoraRows
 {
-    public static LoraResult Measure(string repoRoot)
+    public static LoraResult Measure(string repoRoot, Device? device = null)
     {
         var loaded = Pretrained.Load(Path.Combine(repoRoot, "data/models/stories260K/stories260K.bin"));
         var model = loaded.Model;
+        if (device is { } d) model.To(d);   // weights resident on the GPU; each step's ids are uploaded as a user's would be
         var reference = JsonDocument.Parse(File.ReadAllText(Path.Combine(repoRoot, "data/models/stories260K/reference_logits.json")))
             .RootElement.GetProperty("greedy_from_bos_200").EnumerateArray().Select(e => e.GetInt32()).ToArray();
 

@@ -95,10 +95,21 @@ if (args.Length > 0 && args[0] == "probe-program")
 if (args.Length > 0 && args[0] == "lora")
 {
     // `lora [--child]`: Kiln as built, then with fusion off and with one thread (child processes), beside the peer JSON.
+    // `lora --device cuda`: the model on the GPU; the variants are then CUDA graphs off, fusion off and TF32 on.
     string root = Path.GetFullPath(args.SkipWhile(a => a != "--root").Skip(1).FirstOrDefault() ?? ".");
-    var me = LoraRows.Measure(root);
+    bool cuda = args.SkipWhile(a => a != "--device").Skip(1).FirstOrDefault() == "cuda";
+    if (cuda) Kiln.Cuda.KilnCuda.Register();
+    var me = LoraRows.Measure(root, cuda ? Kiln.Device.Cuda(0) : null);
     if (args.Contains("--child")) { Console.WriteLine(JsonSerializer.Serialize(me, BenchJson.Default.LoraResult)); return 0; }
     string? peer = args.SkipWhile(a => a != "--peer").Skip(1).FirstOrDefault();
+    if (cuda)
+    {
+        var graphsOff = LoraChild("KILN_DISABLE", "cudagraph", root, cuda);
+        var fusionOff = LoraChild("KILN_DISABLE", "fusion", root, cuda);
+        var tf32 = LoraChild("KILN_TF32", "1", root, cuda);
+        Console.WriteLine(Report.LoraCudaMarkdown(me, graphsOff, fusionOff, tf32, peer, CudaRows.DeviceLine()));
+        return 0;
+    }
     var unfused = LoraChild("KILN_DISABLE", "fusion", root);
     var single = LoraChild("KILN_THREADS", "1", root);
     Console.WriteLine(Report.LoraMarkdown(me, unfused, single, peer));
@@ -156,11 +167,12 @@ List<RowResult> RunChild(string env, string value)
     return JsonSerializer.Deserialize(File.ReadAllText(tmp), BenchJson.Default.ListRowResult)!;
 }
 
-LoraResult LoraChild(string env, string value, string root)
+LoraResult LoraChild(string env, string value, string root, bool cuda = false)
 {
     var psi = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false, RedirectStandardOutput = true };
     if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.ArgumentList.Add(typeof(CpuRows).Assembly.Location);
     foreach (var a in new[] { "lora", "--child", "--root", root }) psi.ArgumentList.Add(a);
+    if (cuda) { psi.ArgumentList.Add("--device"); psi.ArgumentList.Add("cuda"); }
     psi.Environment[env] = value;
     using var p = Process.Start(psi)!;
     string json = p.StandardOutput.ReadToEnd();

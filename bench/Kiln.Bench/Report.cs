@@ -58,4 +58,29 @@ public static class Report
         sb.AppendLine($"\nKiln's greedy ids equal llama2.c's: {kiln.GreedyMatches}.");
         return sb.ToString();
     }
+
+    /// <summary>The GPU form: Kiln as built, with CUDA graphs off, fusion off and TF32 on, beside PyTorch eager on the
+    /// same GPU (bench/peers/lora_cpu.py --device cuda).</summary>
+    internal static string LoraCudaMarkdown(LoraResult kiln, LoraResult graphsOff, LoraResult fusionOff, LoraResult tf32, string? peerPath, string device)
+    {
+        double? peerTrain = null, peerDecode = null; string? peerDevice = null;
+        if (peerPath is not null && File.Exists(peerPath))
+        {
+            var p = System.Text.Json.JsonDocument.Parse(File.ReadAllText(peerPath)).RootElement;
+            peerTrain = p.GetProperty("train").GetProperty("us_per_step").GetDouble();
+            peerDecode = p.GetProperty("decode").GetProperty("us_per_token").GetDouble();
+            peerDevice = p.TryGetProperty("device", out var dv) ? dv.ToString() : null;
+        }
+        string Cell(double? v) => v is null ? "—" : $"{v:F0}";
+        string Speed(double? peer, double mine) => peer is null ? "—" : $"{peer / mine:F2}×";
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"Device: {device}; peer: PyTorch eager on {peerDevice ?? "—"}.");
+        sb.AppendLine();
+        sb.AppendLine("| stories260K on the GPU, LoRA r8 all-linear | Kiln µs | tokens/s | Kiln cudagraph off µs | Kiln fusion off µs | Kiln TF32 µs | PyTorch eager µs | Kiln vs PyTorch |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine($"| train step (4×128, fwd+bwd+AdamW) | {kiln.TrainUsPerStep:F0} | {kiln.TrainTokensPerS:F0} | {graphsOff.TrainUsPerStep:F0} | {fusionOff.TrainUsPerStep:F0} | {tf32.TrainUsPerStep:F0} | {Cell(peerTrain)} | {Speed(peerTrain, kiln.TrainUsPerStep)} |");
+        sb.AppendLine($"| decode, per token (greedy, KV cache) | {kiln.DecodeUsPerToken:F0} | {kiln.DecodeTokensPerS:F0} | {graphsOff.DecodeUsPerToken:F0} | {fusionOff.DecodeUsPerToken:F0} | {tf32.DecodeUsPerToken:F0} | {Cell(peerDecode)} | {Speed(peerDecode, kiln.DecodeUsPerToken)} |");
+        sb.AppendLine($"\nKiln's greedy ids on the GPU equal llama2.c's: {kiln.GreedyMatches}.");
+        return sb.ToString();
+    }
 }

@@ -9,7 +9,9 @@
 # which runs
 #   python3 bench/cuda/torch_peer.py --out $OUT/torch_cuda.json
 #   .gpu-bench/Kiln.Bench cuda --peer $OUT/torch_cuda.json --json $OUT/kiln_cuda.json --root . > $OUT/kiln_cuda.md
-# and prints the table. Budget: ~4 minutes in all: the PyTorch script starts no new compile variant after
+#   python3 bench/peers/lora_cpu.py --device cuda --out $OUT/lora_cuda_torch.json
+#   .gpu-bench/Kiln.Bench lora --device cuda --root . --peer $OUT/lora_cuda_torch.json > $OUT/lora_cuda.md
+# and prints the tables. Budget: ~5 minutes in all: the PyTorch script starts no new compile variant after
 # 100 s and is killed at 150 s (it rewrites its JSON after every case, so what ran is kept); Kiln (three
 # processes: as built, KILN_DISABLE=cudagraph, KILN_DISABLE=fusion) is killed at 120 s.
 set -euo pipefail
@@ -39,6 +41,12 @@ case "${1:-}" in
     rc=$?
     cat "$out/kiln_cuda.log"
     cat "$out/kiln_cuda.md"
+    # End to end on the GPU: LoRA training steps and greedy decoding on stories260K, PyTorch eager beside it.
+    timeout 120 python3 bench/peers/lora_cpu.py --device cuda --out "$out/lora_cuda_torch.json" 2>&1 | tee "$out/lora_cuda_torch.log"
+    timeout 180 .gpu-bench/Kiln.Bench lora --device cuda --root . --peer "$out/lora_cuda_torch.json" > "$out/lora_cuda.md" 2> "$out/lora_cuda.log"
+    lrc=$?
+    cat "$out/lora_cuda.log" "$out/lora_cuda.md"
+    [ "$rc" -eq 0 ] && rc=$lrc
     exit "$rc"
     ;;
   *)

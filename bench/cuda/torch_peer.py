@@ -56,6 +56,15 @@ def matmul(x, w):
     return x @ w
 
 
+def matmul_tf32(x, w):
+    # TF32 for this call only (the script's other fp32 rows keep it off).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return x @ w
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def scale_copy(x):
     return x * 1.0001
 
@@ -85,6 +94,8 @@ def cases():
     n = 4096
     yield ("gemm_4096_fp32", "4096^3 fp32 (TF32 off)", lambda: (rand((n, n), 9), rand((n, n), 10)),
            matmul, lambda us: 2.0 * n * n * n / us / 1e6, "TFLOP/s", False)
+    yield ("gemm_4096_tf32", "4096^3 fp32 inputs, TF32 tensor cores", lambda: (rand((n, n), 9), rand((n, n), 10)),
+           matmul_tf32, lambda us: 2.0 * n * n * n / us / 1e6, "TFLOP/s", False)
     yield ("copy_256MiB", "x*1.0001, 256 MiB fp32 read + write", lambda: (rand((64 * MIB,), 11),),
            scale_copy, lambda us: 2 * 256 * MIB / us / 1e3, "GB/s", False)
     # bf16 rows (fp32 accumulation in the GEMMs on both sides).

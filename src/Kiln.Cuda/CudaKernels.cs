@@ -192,18 +192,20 @@ public sealed class CudaKernels : IDisposable
         Kernel("softmax", name + Suffix(dtype)).Launch((int)rows, regs > 0 ? threads : RowThreads(cols, vec), 0, stream, x, y, cols, vec ? 1 : 0, regs);
     }
 
-    /// <summary>Softmax backward from the output y: dx = y ⊙ (g − Σ g⊙y) per row (fp32).</summary>
-    public void SoftmaxBackward(DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, CudaStream stream) => SoftmaxBwdCore("softmax_bwd_f32", y, g, dx, rows, cols, stream);
+    /// <summary>Softmax backward from the output y: dx = y ⊙ (g − Σ g⊙y) per row (fp32, bf16 or fp16 storage; fp32 math).</summary>
+    public void SoftmaxBackward(DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, CudaStream stream, DType dtype = DType.Float32) =>
+        SoftmaxBwdCore("softmax_bwd_", y, g, dx, rows, cols, dtype, stream);
 
-    /// <summary>Log-softmax backward from the output y: dx = g − exp(y)·Σ g per row (fp32).</summary>
-    public void LogSoftmaxBackward(DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, CudaStream stream) => SoftmaxBwdCore("log_softmax_bwd_f32", y, g, dx, rows, cols, stream);
+    /// <summary>Log-softmax backward from the output y: dx = g − exp(y)·Σ g per row.</summary>
+    public void LogSoftmaxBackward(DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, CudaStream stream, DType dtype = DType.Float32) =>
+        SoftmaxBwdCore("log_softmax_bwd_", y, g, dx, rows, cols, dtype, stream);
 
-    private void SoftmaxBwdCore(string name, DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, CudaStream stream)
+    private void SoftmaxBwdCore(string name, DevicePtr y, DevicePtr g, DevicePtr dx, long rows, int cols, DType dtype, CudaStream stream)
     {
         CheckRows(rows, cols);
         if (rows == 0 || cols == 0) return;
-        bool vec = Vec(cols, DType.Float32, y, g, dx);
-        Kernel("softmax", name).Launch((int)rows, RowThreads(cols, vec), 0, stream, y, g, dx, cols, vec ? 1 : 0);
+        bool vec = Vec(cols, dtype, y, g, dx);
+        Kernel("softmax", name + Suffix(dtype)).Launch((int)rows, RowThreads(cols, vec), 0, stream, y, g, dx, cols, vec ? 1 : 0);
     }
 
     // ---- 2. RMSNorm / LayerNorm ----
@@ -229,44 +231,48 @@ public sealed class CudaKernels : IDisposable
 
     private int NormBwdBlocks(long rows) => (int)Math.Clamp(rows, 1, (long)Context.Device.SmCount * 4);
 
-    /// <summary>RMSNorm backward (fp32): dx (rows x cols) and dw (cols) from x, w and the upstream g. A
-    /// stream-ordered workspace holds the per-block dw partials, then one kernel sums them.</summary>
-    public void RmsNormBackward(DevicePtr x, DevicePtr w, DevicePtr g, DevicePtr dx, DevicePtr dw, long rows, int cols, float eps, CudaStream stream)
+    /// <summary>RMSNorm backward: dx (rows x cols) and dw (cols) from x, w and the upstream g, all of
+    /// <paramref name="dtype"/> (fp32, bf16 or fp16; fp32 math). A stream-ordered fp32 workspace holds the
+    /// per-block dw partials, then one kernel sums them.</summary>
+    public void RmsNormBackward(DevicePtr x, DevicePtr w, DevicePtr g, DevicePtr dx, DevicePtr dw, long rows, int cols, float eps, CudaStream stream, DType dtype = DType.Float32)
     {
         CheckRows(rows, cols);
+        string sfx = Suffix(dtype);
         if (cols == 0) return;
-        if (rows == 0) { Fill(dw, cols, 0f, stream); return; }
         int blocks = NormBwdBlocks(rows);
         using var part = DeviceBuffer.AllocateAsync(Context, (long)blocks * cols * 4, stream);
-        Kernel("norms", "rmsnorm_bwd_f32").Launch(blocks, RowThreads(cols, false), 0, stream, x, w, g, dx, part, rows, cols, eps);
-        Kernel("norms", "reduce_partials_f32").Launch((cols + 255) / 256, 256, 0, stream, part, blocks, cols, cols, dw, dw);
+        if (rows == 0) Fill(part, (long)blocks * cols, 0f, stream);   // dw = 0, in dtype, through the same sum
+        else Kernel("norms", "rmsnorm_bwd_" + sfx).Launch(blocks, RowThreads(cols, false), 0, stream, x, w, g, dx, part, rows, cols, eps);
+        Kernel("norms", "reduce_partials_" + sfx).Launch((cols + 255) / 256, 256, 0, stream, part, blocks, cols, cols, dw, dw);
     }
 
-    /// <summary>LayerNorm backward (fp32): dx, dw and db from x, w and the upstream g.</summary>
-    public void LayerNormBackward(DevicePtr x, DevicePtr w, DevicePtr g, DevicePtr dx, DevicePtr dw, DevicePtr db, long rows, int cols, float eps, CudaStream stream)
+    /// <summary>LayerNorm backward: dx, dw and db from x, w and the upstream g (dtype as RmsNormBackward).</summary>
+    public void LayerNormBackward(DevicePtr x, DevicePtr w, DevicePtr g, DevicePtr dx, DevicePtr dw, DevicePtr db, long rows, int cols, float eps, CudaStream stream, DType dtype = DType.Float32)
     {
         CheckRows(rows, cols);
+        string sfx = Suffix(dtype);
         if (cols == 0) return;
-        if (rows == 0) { Fill(dw, cols, 0f, stream); Fill(db, cols, 0f, stream); return; }
         int blocks = NormBwdBlocks(rows);
         using var part = DeviceBuffer.AllocateAsync(Context, (long)blocks * 2 * cols * 4, stream);
-        Kernel("norms", "layernorm_bwd_f32").Launch(blocks, RowThreads(cols, false), 0, stream, x, w, g, dx, part, rows, cols, eps);
-        Kernel("norms", "reduce_partials_f32").Launch((2 * cols + 255) / 256, 256, 0, stream, part, blocks, 2 * cols, cols, dw, db);
+        if (rows == 0) Fill(part, (long)blocks * 2 * cols, 0f, stream);
+        else Kernel("norms", "layernorm_bwd_" + sfx).Launch(blocks, RowThreads(cols, false), 0, stream, x, w, g, dx, part, rows, cols, eps);
+        Kernel("norms", "reduce_partials_" + sfx).Launch((2 * cols + 255) / 256, 256, 0, stream, part, blocks, 2 * cols, cols, dw, db);
     }
 
     // ---- 3. cross-entropy ----
 
-    /// <summary>Per-row cross-entropy of fp32 logits (rows x classes) against int64/int32 targets, PyTorch
-    /// semantics (ignore_index, label smoothing): rowLoss[r] (0 on ignored rows, NaN for an out-of-range
-    /// target); then mean[0] = the mean over counted rows (NaN when all are ignored) when mean is not null.</summary>
+    /// <summary>Per-row cross-entropy of logits (rows x classes; fp32, bf16 or fp16 by <paramref name="dtype"/>) against
+    /// int64/int32 targets, PyTorch semantics (ignore_index, label smoothing): rowLoss[r] (fp32; 0 on ignored rows,
+    /// NaN for an out-of-range target); then mean[0] (dtype) = the mean over counted rows (NaN when all are
+    /// ignored) when mean is not null.</summary>
     public void CrossEntropy(DevicePtr logits, DevicePtr targets, DType targetType, DevicePtr rowLoss, DevicePtr mean,
-        long rows, int classes, long ignoreIndex, float labelSmoothing, CudaStream stream)
+        long rows, int classes, long ignoreIndex, float labelSmoothing, CudaStream stream, DType dtype = DType.Float32)
     {
         CheckRows(rows, classes);
-        string ts = IndexSuffix(targetType);
+        string ts = Suffix(dtype) + "_" + IndexSuffix(targetType);
         if (rows > 0)
         {
-            bool vec = Vec(classes, DType.Float32, logits);
+            bool vec = Vec(classes, dtype, logits);
             Kernel("cross_entropy", "ce_fwd_" + ts).Launch((int)rows, RowThreads(classes, vec), 0, stream, logits, targets, rowLoss, classes, ignoreIndex, labelSmoothing, vec ? 1 : 0);
         }
         if (!mean.IsNull)
@@ -274,16 +280,16 @@ public sealed class CudaKernels : IDisposable
     }
 
     /// <summary>Gradient of the mean cross-entropy w.r.t. the logits: dlogits = (softmax − q)·g/count on counted
-    /// rows, 0 on ignored rows; <paramref name="upstream"/> is a device fp32 scalar (the loss gradient).</summary>
+    /// rows, 0 on ignored rows; <paramref name="upstream"/> is a device scalar of the logits' dtype (the loss gradient).</summary>
     public void CrossEntropyBackward(DevicePtr logits, DevicePtr targets, DType targetType, DevicePtr upstream, DevicePtr dlogits,
-        long rows, int classes, long ignoreIndex, float labelSmoothing, CudaStream stream)
+        long rows, int classes, long ignoreIndex, float labelSmoothing, CudaStream stream, DType dtype = DType.Float32)
     {
         CheckRows(rows, classes);
         if (rows == 0 || classes == 0) return;
-        string ts = IndexSuffix(targetType);
+        string ts = Suffix(dtype) + "_" + IndexSuffix(targetType);
         using var count = DeviceBuffer.AllocateAsync(Context, 4, stream);
         Kernel("cross_entropy", "ce_mean_" + ts).Launch(1, 1024, 0, stream, DevicePtr.Null, targets, rows, ignoreIndex, DevicePtr.Null, count);
-        bool vec = Vec(classes, DType.Float32, logits, dlogits);
+        bool vec = Vec(classes, dtype, logits, dlogits);
         Kernel("cross_entropy", "ce_bwd_" + ts).Launch((int)rows, RowThreads(classes, vec), 0, stream, logits, targets, upstream, count, dlogits, classes, ignoreIndex, labelSmoothing, vec ? 1 : 0);
     }
 
@@ -291,15 +297,18 @@ public sealed class CudaKernels : IDisposable
 
     /// <summary>Rotary embedding over the last axis (headDim, even) of a [..., seq, headDim] tensor of
     /// <paramref name="rows"/> rows; row r is at position r % seq + offset. inverse: the backward rotation.
-    /// x == y (in place) is allowed.</summary>
-    public void Rope(DevicePtr x, DevicePtr y, long rows, int seq, int headDim, double theta, int offset, bool interleaved, bool inverse, DType dtype, CudaStream stream)
+    /// x == y (in place) is allowed. <paramref name="offsetOnDevice"/>, when given, is an int32/int64 device scalar
+    /// (<paramref name="offsetType"/>) read by the kernel in place of <paramref name="offset"/>.</summary>
+    public void Rope(DevicePtr x, DevicePtr y, long rows, int seq, int headDim, double theta, int offset, bool interleaved, bool inverse, DType dtype, CudaStream stream,
+        DevicePtr offsetOnDevice = default, DType offsetType = DType.Int64)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         if (headDim % 2 != 0) throw new ArgumentException($"rope: head dim {headDim} must be even", nameof(headDim));
         if (rows == 0 || headDim == 0) return;
         ArgumentOutOfRangeException.ThrowIfLessThan(seq, 1);
         long pairs = rows * (headDim / 2);
-        Kernel("rope", "rope_" + Suffix(dtype)).Launch(GridStride(pairs), 256, 0, stream, x, y, rows, seq, headDim, theta, offset, interleaved ? 1 : 0, inverse ? 1 : 0);
+        Kernel("rope", "rope_" + Suffix(dtype)).Launch(GridStride(pairs), 256, 0, stream, x, y, rows, seq, headDim, theta, offset, interleaved ? 1 : 0, inverse ? 1 : 0,
+            offsetOnDevice, IndexSuffix(offsetType) == "i64" ? 1 : 0);
     }
 
     // ---- 5. embedding ----
@@ -370,32 +379,49 @@ public sealed class CudaKernels : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(s);
     }
 
-    /// <summary>Flash-style attention forward (fp32): o = softmax(scale·q·kᵀ [causal mask]) v with q, o
-    /// [batch, hq, t, d], k, v [batch, hkv, s, d]; causal is bottom-right aligned (query i sees keys j ≤ i + s − t).
-    /// lse ([batch, hq, t], may be null) receives the row log-sum-exp the backward needs.</summary>
+    /// <summary>Flash-style attention forward: o = softmax(scale·q·kᵀ [causal mask]) v with q, o [batch, hq, t, d],
+    /// k, v [batch, hkv, s, d] of <paramref name="dtype"/> (fp32, bf16 or fp16; fp32 math); causal is bottom-right
+    /// aligned (query i sees keys j ≤ i + s − t). lse ([batch, hq, t] fp32, may be null) receives the row
+    /// log-sum-exp the backward needs. <paramref name="valid"/>, when given, is an int32/int64 device scalar: the
+    /// keys in use (the rest of the s slots ignored; it replaces s in the causal alignment), read by the kernel; a
+    /// count outside [t, s] writes nothing and is recorded in <paramref name="errors"/> ([flag, count, s, 4]).</summary>
     public void AttentionForward(DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse,
-        int batch, int hq, int hkv, int t, int s, int d, float scale, bool causal, CudaStream stream)
+        int batch, int hq, int hkv, int t, int s, int d, float scale, bool causal, CudaStream stream,
+        DType dtype = DType.Float32, DevicePtr valid = default, DType validType = DType.Int64, DevicePtr errors = default)
     {
         CheckAttention(batch, hq, hkv, t, s, d);
         if (batch == 0 || hq == 0 || t == 0) return;
-        Kernel("attention", "attn_fwd_f32").Launch(new Dim3((uint)((t + 15) / 16), (uint)(batch * hq)), 128, 0, stream,
-            q, k, v, o, lse, t, s, d, hq, hkv, scale, causal ? 1 : 0);
+        Kernel("attention", "attn_fwd_" + Suffix(dtype)).Launch(new Dim3((uint)((t + 15) / 16), (uint)(batch * hq)), 128, 0, stream,
+            q, k, v, o, lse, t, s, d, hq, hkv, scale, causal ? 1 : 0, valid, IndexSuffix(validType) == "i64" ? 1 : 0, errors);
     }
 
-    /// <summary>Attention backward (fp32) from q, k, v, the forward's o and lse and the upstream dO: writes dq,
-    /// dk and dv (dk and dv are cleared here, then accumulated with atomics).</summary>
+    /// <summary>Attention backward from q, k, v, the forward's o and lse and the upstream dO (all of
+    /// <paramref name="dtype"/> but lse): writes dq, dk and dv in that dtype (accumulated in fp32: dk and dv with
+    /// atomics, into an fp32 workspace rounded once for bf16/fp16). valid/errors as in AttentionForward.</summary>
     public void AttentionBackward(DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr o, DevicePtr lse, DevicePtr dO,
-        DevicePtr dq, DevicePtr dk, DevicePtr dv, int batch, int hq, int hkv, int t, int s, int d, float scale, bool causal, CudaStream stream)
+        DevicePtr dq, DevicePtr dk, DevicePtr dv, int batch, int hq, int hkv, int t, int s, int d, float scale, bool causal, CudaStream stream,
+        DType dtype = DType.Float32, DevicePtr valid = default, DType validType = DType.Int64, DevicePtr errors = default)
     {
         CheckAttention(batch, hq, hkv, t, s, d);
-        long kvN = (long)batch * hkv * s * d;
-        Fill(dk, kvN, 0f, stream);
-        Fill(dv, kvN, 0f, stream);
-        if (batch == 0 || hq == 0 || t == 0) return;
-        long rows = (long)batch * hq * t;
-        using var delta = DeviceBuffer.AllocateAsync(Context, rows * 4, stream);
-        Kernel("attention", "attn_bwd_delta_f32").Launch((int)((rows * 32 + 255) / 256), 256, 0, stream, o, dO, delta, rows, d);
-        Kernel("attention", "attn_bwd_f32").Launch(new Dim3((uint)((t + 7) / 8), (uint)(batch * hq)), 128, 0, stream,
-            q, k, v, dO, lse, delta, dq, dk, dv, t, s, d, hq, hkv, scale, causal ? 1 : 0);
+        string sfx = Suffix(dtype);
+        long qN = (long)batch * hq * t * d, kvN = (long)batch * hkv * s * d;
+        bool half = dtype != DType.Float32;
+        using var wide = half ? DeviceBuffer.AllocateAsync(Context, Math.Max(1, qN + 2 * kvN) * 4, stream) : null;
+        DevicePtr dq32 = half ? wide! : dq, dk32 = half ? new DevicePtr(wide!.Pointer).Offset(qN * 4) : dk, dv32 = half ? dk32.Offset(kvN * 4) : dv;
+        Fill(dk32, kvN, 0f, stream);
+        Fill(dv32, kvN, 0f, stream);
+        if (half && qN > 0) Fill(dq32, qN, 0f, stream);   // rows the kernel skips (batch x heads with t = 0 have none)
+        if (batch > 0 && hq > 0 && t > 0)
+        {
+            long rows = (long)batch * hq * t;
+            using var delta = DeviceBuffer.AllocateAsync(Context, rows * 4, stream);
+            Kernel("attention", "attn_bwd_delta_" + sfx).Launch((int)((rows * 32 + 255) / 256), 256, 0, stream, o, dO, delta, rows, d);
+            Kernel("attention", "attn_bwd_" + sfx).Launch(new Dim3((uint)((t + 7) / 8), (uint)(batch * hq)), 128, 0, stream,
+                q, k, v, dO, lse, delta, dq32, dk32, dv32, t, s, d, hq, hkv, scale, causal ? 1 : 0, valid, IndexSuffix(validType) == "i64" ? 1 : 0, errors);
+        }
+        if (!half) return;
+        var round = Kernel("attention", "f32_to_" + sfx);
+        if (qN > 0) round.Launch(GridStride(qN), 256, 0, stream, dq32, dq, qN);
+        if (kvN > 0) { round.Launch(GridStride(kvN), 256, 0, stream, dk32, dk, kvN); round.Launch(GridStride(kvN), 256, 0, stream, dv32, dv, kvN); }
     }
 }

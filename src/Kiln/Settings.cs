@@ -20,6 +20,13 @@ public static class Settings
 
     public static bool IsDisabled(string feature) => Disabled.Contains(feature);
 
+    /// <summary>
+    /// KILN_TF32=1 (or set here, as torch.backends.cuda.matmul.allow_tf32): fp32 GEMMs on a GPU may use TF32 tensor
+    /// cores (10-bit mantissa inputs, fp32 accumulation: ~1e-3 relative error, several times the throughput). Off by
+    /// default (full fp32, as the CPU). Captured CUDA graphs are re-captured when this changes. The CPU ignores it.
+    /// </summary>
+    public static bool AllowTf32 { get; set; } = ParseBool("KILN_TF32", Environment.GetEnvironmentVariable("KILN_TF32"));
+
     /// <summary>KILN_DISABLE=codegen: fused elementwise groups run through the interpreter, not a loop compiled at run time.</summary>
     internal const string Codegen = "codegen";
 
@@ -28,6 +35,13 @@ public static class Settings
     private static HashSet<string> ParseList(string? s) =>
         new((s ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(x => x.ToLowerInvariant()));
+
+    private static bool ParseBool(string name, string? s) => Normalize(s) switch
+    {
+        null or "0" or "false" or "no" or "off" => false,
+        "1" or "true" or "yes" or "on" => true,
+        _ => throw new FormatException($"{name}='{s}' is not a boolean (1/0, true/false, on/off)"),
+    };
 
     private static int ParseThreads(string? s)
     {

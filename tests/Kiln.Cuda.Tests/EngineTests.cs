@@ -147,6 +147,91 @@ public class EngineTests
         Same(x => x[0].IndexSelect(1, x[1]), [a, ids], "index_select columns", 0);
     }
 
+    [Theory]
+    [InlineData(DType.BFloat16)]
+    [InlineData(DType.Float16)]
+    public void HalfPrecisionGradientsOfTheHandWrittenKernelsMatchTheCpu(DType dt)
+    {
+        // The backward kernels in bf16/fp16 (fp32 math, fp32 partial sums and attention accumulators, rounded once):
+        // RMSNorm/LayerNorm (packed dx|dw|db), softmax/log-softmax, cross-entropy (ignore_index, smoothing),
+        // RoPE and causal GQA attention. 2e-2 relative (+2e-2 absolute for sums that cancel).
+        const double tol = 2e-2;
+        var d = Cuda();
+        void Grads(Func<Tensor[], Tensor> loss, Tensor[] inputs, string what)
+        {
+            var cpu = Autograd.Grad(loss(inputs), inputs);
+            var gi = inputs.Select(t => t.To(d)).ToArray();
+            var gpu = Autograd.Grad(loss(gi), gi);
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                Assert.Equal(dt, gpu[i].DType);
+                Close(cpu[i], gpu[i], tol, $"{what}: grad {i}");
+            }
+        }
+        var x = Tensor.RandomNormal([24, 64], 1, dtype: dt); var up = Tensor.RandomNormal([24, 64], 2, dtype: dt);
+        var w = Tensor.RandomNormal([64], 3, mean: 1, std: 0.1, dtype: dt); var b = Tensor.RandomNormal([64], 4, std: 0.1, dtype: dt);
+        Grads(t => (Ops.RmsNorm(t[0], t[1], 1e-6) * up.To(t[0].Device)).Sum(), [x, w], "rmsnorm");
+        Grads(t => (Ops.LayerNorm(t[0], t[1], t[2], 1e-5) * up.To(t[0].Device)).Sum(), [x, w, b], "layernorm");
+        Grads(t => (t[0].Softmax(-1) * up.To(t[0].Device)).Sum(), [x], "softmax");
+        Grads(t => (t[0].LogSoftmax(-1) * up.To(t[0].Device)).Sum(), [x], "log_softmax");
+        var targets = Tensor.FromArray(Enumerable.Range(0, 24).Select(i => i % 5 == 0 ? -100L : i * 7 % 64).ToArray(), [24]);
+        Grads(t => Ops.CrossEntropy(t[0], targets.To(t[0].Device), labelSmoothing: 0.1), [x], "cross_entropy");
+        var seq = Tensor.RandomNormal([1, 2, 12, 32], 5, dtype: dt); var seqUp = Tensor.RandomNormal([1, 2, 12, 32], 6, dtype: dt);
+        Grads(t => (t[0].Rope(10000) * seqUp.To(t[0].Device)).Sum(), [seq], "rope");
+        // Grouped-query attention: 4 query heads over 2 kv heads (group axis of size 1 on k, v), causal, head dim 32.
+        var q = Tensor.RandomNormal([2, 2, 2, 12, 32], 7, dtype: dt); var k = Tensor.RandomNormal([2, 2, 1, 12, 32], 8, dtype: dt);
+        var v = Tensor.RandomNormal([2, 2, 1, 12, 32], 9, dtype: dt); var aUp = Tensor.RandomNormal([2, 2, 2, 12, 32], 10, dtype: dt);
+        Grads(t => (Ops.ScaledDotProductAttention(t[0], t[1], t[2], causal: true) * aUp.To(t[0].Device)).Sum(), [q, k, v], "attention");
+    }
+
+    [Fact]
+    public void AttentionAndRopeReadTheirCountAndOffsetOnTheDevice()
+    {
+        // A KV cache with spare capacity: 16 slots, the first `valid` in use; the count and the position are device
+        // scalars the kernels read (no host read), in int32 and int64. A count the cache cannot hold is reported by
+        // the next read, as the CPU reports it at once.
+        var d = Cuda();
+        var q = Tensor.RandomNormal([1, 2, 3, 16], 1); var k = Tensor.RandomNormal([1, 2, 16, 16], 2); var v = Tensor.RandomNormal([1, 2, 16, 16], 3);
+        foreach (var valid in new[] { Tensor.FromArray(new[] { 7 }, []), Tensor.FromArray(new long[] { 16 }, []), Tensor.FromArray(new long[] { 3 }, []) })
+        {
+            Same(t => Ops.ScaledDotProductAttention(t[0], t[1], t[2], causal: true, validKeys: t[3]), [q, k, v, valid], $"attention, {valid.ToArray<long>()[0]} valid keys");
+            Same(t => Ops.ScaledDotProductAttention(t[0], t[1], t[2], causal: false, validKeys: t[3]), [q, k, v, valid], "attention, not causal");
+            Same(t => t[0].Rope(t[1], 10000), [q, valid], "rope at a device position");
+        }
+        var bad = Tensor.FromArray(new long[] { 17 }, []).To(d);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Ops.ScaledDotProductAttention(q.To(d), k.To(d), v.To(d), causal: true, validKeys: bad).ToArray<float>());
+        Assert.Contains("17 valid keys", e.Message);
+        Assert.Contains("16 key slots", e.Message);
+        Same(t => Ops.ScaledDotProductAttention(t[0], t[1], t[2], causal: true, validKeys: t[3]), [q, k, v, Tensor.FromArray(new[] { 5 }, [])], "after the error was reported");
+    }
+
+    [Fact]
+    public void Tf32IsOptInLosesAboutTenBitsAndRecapturesWhenToggled()
+    {
+        // Off (the default): fp32 GEMMs agree with the CPU to 1e-5. On: TF32 inputs (10-bit mantissa) give errors of
+        // ~1e-3 relative to the row's scale — visible (so TF32 really ran) but bounded. A captured plan is captured
+        // again when the setting changes (its GEMMs' compute type is baked in).
+        var d = Cuda();
+        var backend = (CudaBackend)Backends.For(d);
+        var a = Tensor.RandomNormal([128, 512], 1); var b = Tensor.RandomNormal([512, 96], 2);
+        var expected = a.To(Device.Cpu).MatMul(b).ToArray<double>();
+        double scale = Math.Sqrt(512);   // a product's typical size
+        double MaxError() { var got = (a.To(d).MatMul(b.To(d)) * 1.0).ToArray<double>(); return expected.Zip(got, (e, g) => Math.Abs(e - g)).Max() / scale; }
+        Assert.False(Settings.AllowTf32, "KILN_TF32 must not be set for this test");
+        try
+        {
+            for (int i = 0; i < 3; i++) Assert.True(MaxError() < 1e-5, "fp32 GEMM");
+            long captures0 = backend.Captures;
+            Settings.AllowTf32 = true;
+            var errors = Enumerable.Range(0, 3).Select(_ => MaxError()).ToArray();
+            Console.WriteLine($"[tf32] max |error| / sqrt(k): {string.Join(", ", errors.Select(e => e.ToString("E2")))}");
+            Assert.All(errors, e => Assert.InRange(e, 1e-5, 1e-2));
+            Assert.True(backend.Captures - captures0 >= 1, "the plan should be captured again under TF32");
+        }
+        finally { Settings.AllowTf32 = false; }
+        Assert.True(MaxError() < 1e-5, "fp32 again once TF32 is off");
+    }
+
     [Fact]
     public void ComparisonsAndWhereIncludingNaNAndReluGradient()
     {

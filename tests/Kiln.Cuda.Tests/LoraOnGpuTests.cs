@@ -81,10 +81,16 @@ public class GenerationOnGpuTests
     {
         var (cpu, gpu) = CpuAndGpuModels();
         var o = new Kiln.LoRA.Generation.SamplingOptions { MaxTokens = 40, StopTokens = [] };
+        var backend = (CudaBackend)Backends.For(Device.Cuda(0));
         var a = new Kiln.LoRA.Generation.Generator(cpu.Model, cpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
+        long captures0 = backend.Captures, replays0 = backend.Replays;
         var b = new Kiln.LoRA.Generation.Generator(gpu.Model, gpu.RequireTokenizer()).GenerateIds([1], o).ToArray();
-        Console.WriteLine($"[gen-gpu] {gpu.RequireTokenizer().Decode([1, .. b])}");
+        long captures = backend.Captures - captures0, replays = backend.Replays - replays0;
+        Console.WriteLine($"[gen-gpu] {gpu.RequireTokenizer().Decode([1, .. b])} (captures {captures}, replays {replays})");
         Assert.Equal(a, b);
+        // The decode step reads its valid key count and position on the device: one plan, captured once and replayed
+        // for the later tokens (no host read per step). A few captures cover the prefill and the first steps.
+        Assert.True(replays >= 30, $"decode steps should replay a captured graph: {captures} captures, {replays} replays for 40 tokens");
     }
 
     [Fact]

@@ -162,7 +162,6 @@ internal sealed partial class CudaBackend : IDeviceBackend
         if (Layout(node, x) is { } layout) return layout;
         if (Index(node, x) is { } indexed) return indexed;
         if (FusedMatMul(node, x) is { } fusedMatMul) return fusedMatMul;
-        if (Decode(node, x) is { } decode) return decode;
         if (Comparison(op) is { } cmp && x.Length == 2 && x[0].DType == x[1].DType)   // NaN: false, but true for ne (as C# and PyTorch)
             return Elementwise(node, x, [$"bool t0 = (x0 {cmp} x1);"], $"{op.Name}_{x[0].DType}");
         if (ReferenceEquals(op, OpTable.Where) && x[0].DType == DType.Bool && x[1].DType == node.DType && x[2].DType == node.DType)
@@ -430,7 +429,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
             Foreign(Ptr(adb)); Foreign(Ptr(bdb)); Foreign(Ptr(o));
             for (long i = 0; i < batches; i++)
                 _blas.Value.MatmulRowMajor(m, n, k, type, Ptr(adb) + (ulong)((adb.Offset + i * m * k) * size), Ptr(bdb) + (ulong)((bdb.Offset + i * k * n) * size),
-                    Ptr(o) + (ulong)(i * m * n * size), stream: _current);
+                    Ptr(o) + (ulong)(i * m * n * size), stream: _current, compute: ComputeFor(type));
             Interlocked.Add(ref Launches, batches);
         }
         else NaiveMatMul(adb, bdb, o, batches, m, n, k);   // fp64 is for checking, not speed (the cuBLASLt wrapper scales in fp32)
@@ -473,15 +472,19 @@ internal sealed partial class CudaBackend : IDeviceBackend
         ulong pbias = bias is null ? 0 : Ptr(bias) + (ulong)(bias.Offset * size);
         if (bias is not null) Foreign(pbias);
         _blas.Value.MatmulRowMajor((int)(batches * m), n, k, type, pa, pb, po, alpha, beta, _current,
-            epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
+            compute: ComputeFor(type), epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
         Interlocked.Increment(ref Launches);
         if (!ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
         if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);
         return true;
     }
 
-    /// <summary>The cuBLASLt storage type of a GEMM in <paramref name="t"/> (fp32 accumulation, no TF32); null for
-    /// fp64, which a plain kernel does (it is for checking, not speed).</summary>
+    /// <summary>fp32 accumulation; fp32 inputs through TF32 tensor cores when <see cref="Settings.AllowTf32"/> is on.</summary>
+    private static CublasComputeType ComputeFor(CudaDataType type) =>
+        type == CudaDataType.R32F && Settings.AllowTf32 ? CublasComputeType.Compute32FFastTF32 : CublasComputeType.Compute32F;
+
+    /// <summary>The cuBLASLt storage type of a GEMM in <paramref name="t"/> (fp32 accumulation; TF32 only when
+    /// allowed); null for fp64, which a plain kernel does (it is for checking, not speed).</summary>
     private static CudaDataType? GemmType(DType t) => t switch
     {
         DType.Float32 => CudaDataType.R32F,

@@ -61,7 +61,13 @@ internal sealed partial class CudaBackend : IPlanRunner
             _current = GraphStream;
             try
             {
-                if (pg.Exec is null) Capture(plan, inputs, pg);
+                if (pg.Exec is not null && pg.Tf32 != Settings.AllowTf32)
+                {
+                    // The GEMMs' compute type is fixed in a captured graph: capture again under the new setting.
+                    GraphStream.Synchronize();
+                    pg.Drop(_alloc);
+                }
+                if (pg.Exec is null) { pg.Tf32 = Settings.AllowTf32; Capture(plan, inputs, pg); }
                 Touch(pg);
                 Bind(inputs, pg);
                 var fresh = RebindOutputs(pg);
@@ -88,12 +94,10 @@ internal sealed partial class CudaBackend : IPlanRunner
     }
 
     /// <summary>Whether a graph can hold <paramref name="plan"/> and gains from it (decided once per plan).</summary>
+    /// <summary>No op reads a value back to the host mid-plan (a decode step's valid count and position are read
+    /// by the kernels), so every plan with a kernel can be captured.</summary>
     private static bool Capturable(Plan plan) =>
-        !plan.Nodes.Any(ReadsHostScalar) && !plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View);
-
-    /// <summary>Ops whose CUDA form reads a count back to the host (decode with a KV cache): not capturable.</summary>
-    private static bool ReadsHostScalar(Node n) =>
-        (ReferenceEquals(n.Op, OpTable.Attention) && n.InputArray.Length == 4) || (ReferenceEquals(n.Op, OpTable.Rope) && n.InputArray.Length == 2);
+        !plan.Nodes.All(n => ReferenceEquals(n.Op, OpTable.ToDevice) || n.Op.Fusion == FusionClass.View);
 
     /// <summary>During a capture: <paramref name="pointer"/> is handed to code whose use of it cannot be re-pointed later.</summary>
     private void Foreign(ulong pointer) => _log?.Foreign.Add(pointer);
@@ -447,6 +451,7 @@ internal sealed partial class CudaBackend : IPlanRunner
         public LaunchRecord[] Launches = [];
         public (int Arg, Binding B)[][] Uses = [];
         public LinkedListNode<PlanGraph>? Recent;
+        public bool Tf32;   // Settings.AllowTf32 when captured
 
         /// <summary>Destroys the graph and gives its memory back; the plan is captured again if it runs again.</summary>
         public void Drop(CudaAllocator alloc)

@@ -24,6 +24,7 @@ internal sealed partial class CudaBackend
     /// <summary>The op's result, or null when <paramref name="node"/> is not gather or scatter_add.</summary>
     private Realised? Index(Node node, Realised[] x)
     {
+        if (ReferenceEquals(node.Op, OpTable.IndexAdd)) return IndexAddAsScatter(node, x);   // also a KV cache's write
         bool gather = ReferenceEquals(node.Op, OpTable.Gather);
         if (!gather && !ReferenceEquals(node.Op, OpTable.ScatterAdd)) return null;
         return GatherOrScatter(node, x, gather, ((IntAttrs)node.Attrs!).Value, gather ? 0 : 1);
@@ -106,6 +107,9 @@ internal sealed partial class CudaBackend
         _indexErrors.CopyTo<long>(e);
         if (e[0] == 0) return;
         _indexErrors.Fill(0);
+        if (e[3] == 4)
+            throw new ArgumentOutOfRangeException("valid", $"attention on {_device}: {e[1]} valid keys given for {e[2]} key slots (at least the query count, at most the slots) " +
+                "(found by a kernel queued before this read; the values computed from it are not valid)");
         string op = e[3] switch { 0 => "gather", 1 => "scatter_add", 2 => "index_select", _ => "index_add" };
         throw new IndexOutOfRangeException($"{op} on {_device}: index {e[1]} is out of range for an axis of size {e[2]} " +
             "(found by a kernel queued before this read; the values computed from it are not valid)");

@@ -1,7 +1,8 @@
 // The engine's structured ops on the GPU through the hand-written kernels (CudaKernels): norms and their packed
 // backward, softmax/log-softmax, cross-entropy, RoPE, embedding gather, attention and its packed backward,
-// the multi-tensor AdamW update and the global sum of squares. fp32 (the forward norms and softmax also bf16 and fp16);
-// inputs are made dense first.
+// the multi-tensor AdamW update and the global sum of squares. Norms (and their backward), softmax, cross-entropy,
+// RoPE and attention (and its backward) in fp32, bf16 and fp16 (fp32 math); the optimizer ops fp32; inputs are made
+// dense first.
 using Kiln.Graph;
 using Kiln.Runtime;
 
@@ -46,13 +47,15 @@ internal sealed partial class CudaBackend
         }
         if (ReferenceEquals(op, OpTable.RmsNormGrad) || ReferenceEquals(op, OpTable.LayerNormGrad))
         {
-            var xs = DenseF32(x[0], name); var w = DenseF32(x[1], name); var g = DenseF32(x[2], name);
+            var dt = x[0].DType; int size = dt.SizeInBytes();
+            var xs = DenseRow(x[0], dt, name); var w = DenseRow(x[1], dt, name); var g = DenseRow(x[2], dt, name);
             int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
-            var o = Allocate(DType.Float32, node.Shape);   // packed [dx | dw (| db)]
+            var o = Allocate(dt, node.Shape);   // packed [dx | dw (| db)]
             float eps = (float)((NormAttrs)node.Attrs!).Eps;
-            var dx = P(o); var dw = dx.Offset(xs.Numel * 4);
-            if (ReferenceEquals(op, OpTable.RmsNormGrad)) Kern.RmsNormBackward(P(xs), P(w), P(g), dx, dw, rows, cols, eps, S);
-            else Kern.LayerNormBackward(P(xs), P(w), P(g), dx, dw, dw.Offset(cols * 4L), rows, cols, eps, S);
+            var dx = P(o); var dw = dx.Offset(xs.Numel * size);
+            if (ReferenceEquals(op, OpTable.RmsNormGrad)) Kern.RmsNormBackward(P(xs), P(w), P(g), dx, dw, rows, cols, eps, S, dt);
+            else Kern.LayerNormBackward(P(xs), P(w), P(g), dx, dw, dw.Offset((long)cols * size), rows, cols, eps, S, dt);
+            ReleaseCopies(x, xs, w, g);
             return o;
         }
         if (ReferenceEquals(op, OpTable.Softmax) || ReferenceEquals(op, OpTable.LogSoftmax))
@@ -79,27 +82,35 @@ internal sealed partial class CudaBackend
         if (ReferenceEquals(op, OpTable.CrossEntropy) || ReferenceEquals(op, OpTable.CrossEntropyGrad))
         {
             var a = (CrossEntropyAttrs)node.Attrs!;
-            var logits = DenseF32(x[0], name); var t = x[1].IsContiguous ? x[1] : Copy(x[1]);
+            var dt = x[0].DType;
+            var logits = DenseRow(x[0], dt, name); var t = x[1].IsContiguous ? x[1] : Copy(x[1]);
             if (t.DType is not (DType.Int32 or DType.Int64)) throw new NotSupportedException($"{name} on {_device}: targets must be int32/int64");
             int classes = logits.Shape[^1]; long rows = logits.Shape[0];
             if (ReferenceEquals(op, OpTable.CrossEntropy))
             {
                 var rowLoss = Allocate(DType.Float32, [(int)rows]);
-                var o = Allocate(DType.Float32, []);
-                Kern.CrossEntropy(P(logits), P(t), t.DType, P(rowLoss), P(o), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S);
+                var o = Allocate(dt, []);
+                Kern.CrossEntropy(P(logits), P(t), t.DType, P(rowLoss), P(o), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S, dt);
                 Evaluator.Release(rowLoss);
+                ReleaseCopies(x, logits, t);
                 return o;
             }
-            var d = Allocate(DType.Float32, node.Shape);
-            Kern.CrossEntropyBackward(P(logits), P(t), t.DType, P(DenseF32(x[2], name)), P(d), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S);
+            var d = Allocate(dt, node.Shape);
+            var up = DenseRow(x[2], dt, name);
+            Kern.CrossEntropyBackward(P(logits), P(t), t.DType, P(up), P(d), rows, classes, a.IgnoreIndex, (float)a.LabelSmoothing, S, dt);
+            ReleaseCopies(x, logits, t, up);
             return d;
         }
-        if (ReferenceEquals(op, OpTable.Rope) && x.Length == 1)
+        if (ReferenceEquals(op, OpTable.Rope))
         {
+            // The position offset is the attribute, or (a decode step) an integer scalar on the device read by the kernel.
             var a = (RopeAttrs)node.Attrs!;
             var xs = DenseRow(x[0], x[0].DType, name); int hd = xs.Shape[^1], seq = xs.Shape[^2];
+            var off = x.Length == 2 ? DeviceScalar(x[1], name) : null;
             var o = Allocate(xs.DType, node.Shape);
-            Kern.Rope(P(xs), P(o), xs.Numel / Math.Max(hd, 1), seq, hd, a.Theta, a.Offset, a.Interleaved, a.Inverse, xs.DType, S);
+            Kern.Rope(P(xs), P(o), xs.Numel / Math.Max(hd, 1), seq, hd, a.Theta, a.Offset, a.Interleaved, a.Inverse, xs.DType, S,
+                off is null ? default : P(off), off?.DType ?? DType.Int64);
+            ReleaseCopies(x, xs);
             return o;
         }
         if (ReferenceEquals(op, OpTable.IndexSelect))
@@ -116,18 +127,42 @@ internal sealed partial class CudaBackend
             if (!ReferenceEquals(ids, x[1])) Evaluator.Release(ids);
             return o;
         }
-        if (ReferenceEquals(op, OpTable.Attention) && x.Length == 3) return Attention(node, x, backward: false);
-        if (ReferenceEquals(op, OpTable.AttentionGrad) && x.Length == 5) return Attention(node, x, backward: true);
+        if (ReferenceEquals(op, OpTable.Attention)) return Attention(node, x, backward: false);
+        if (ReferenceEquals(op, OpTable.AttentionGrad)) return Attention(node, x, backward: true);
         if (ReferenceEquals(op, OpTable.SumOfSquares)) return SumOfSquares(node, x);
         if (ReferenceEquals(op, OpTable.AdamWUpdate)) return AdamW(node, x);
         return null;
     }
 
-    /// <summary>q (B, H, T, D) or (B, kv, group, T, D) with k, v (B, kv, 1, S, D): the kernel's [batch, heads] layout.</summary>
+    /// <summary>Dense copies made here (not the inputs themselves) go back to the allocator at once.</summary>
+    private static void ReleaseCopies(Realised[] inputs, params ReadOnlySpan<Realised> used)
+    {
+        foreach (var u in used)
+            if (Array.IndexOf(inputs, u) < 0) Evaluator.Release(u);
+    }
+
+    /// <summary>An int32/int64 scalar operand (a KV cache's valid count, a decode position) as a device value the
+    /// kernel reads: no host read, so the plan stays capturable.</summary>
+    private Realised DeviceScalar(Realised v, string op)
+    {
+        if (v.Numel != 1 || v.DType is not (DType.Int32 or DType.Int64))
+            throw new NotSupportedException($"{op} on {_device}: the count/offset operand must be an int32/int64 scalar (got {v.DType.ShortName()} {Shapes.Format(v.Shape)})");
+        return v;   // a scalar is dense; its Offset is honoured by P()
+    }
+
+    /// <summary>q (B, H, T, D) or (B, kv, group, T, D) with k, v (B, kv, 1, S, D): the kernel's [batch, heads] layout.
+    /// Attention's optional 4th input (attention_grad's 6th) is the valid key count, read by the kernel.</summary>
     private Realised Attention(Node node, Realised[] x, bool backward)
     {
         var a = (AttentionAttrs)node.Attrs!;
-        Realised q = DenseF32(x[0], "attention"), k = DenseF32(x[1], "attention"), v = DenseF32(x[2], "attention");
+        var dt = x[0].DType; int size = dt.SizeInBytes();
+        Realised q = DenseRow(x[0], dt, "attention"), k = DenseRow(x[1], dt, "attention"), v = DenseRow(x[2], dt, "attention");
+        int validAt = backward ? 5 : 3;
+        var valid = x.Length > validAt ? DeviceScalar(x[validAt], node.Op.Name) : null;
+        DevicePtr validPtr = valid is null ? default : P(valid);
+        var validType = valid?.DType ?? DType.Int64;
+        DevicePtr errors = default;
+        if (valid is not null) { _indexChecks = true; errors = IndexErrors(); }
         int r = q.Shape.Length, t = q.Shape[^2], d = q.Shape[^1], s = k.Shape[^2];
         int batch, hq, hkv;
         if (r == 5 && k.Shape.Length == 5 && k.Shape[2] == 1 && q.Shape[0] == k.Shape[0] && q.Shape[1] == k.Shape[1])
@@ -139,19 +174,22 @@ internal sealed partial class CudaBackend
         var lse = Allocate(DType.Float32, [batch * hq * t]);
         if (!backward)
         {
-            var o = Allocate(DType.Float32, node.Shape);
-            Kern.AttentionForward(P(q), P(k), P(v), P(o), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
+            var o = Allocate(dt, node.Shape);
+            Kern.AttentionForward(P(q), P(k), P(v), P(o), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S, dt, validPtr, validType, errors);
             Evaluator.Release(lse);
+            ReleaseCopies(x, q, k, v);
             return o;
         }
         // The packed gradient [dq | dk | dv]; the row log-sum-exp comes from re-running the forward.
-        var o2 = Allocate(DType.Float32, [(int)q.Numel]);
-        Kern.AttentionForward(P(q), P(k), P(v), P(o2), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
-        var packed = Allocate(DType.Float32, node.Shape);
-        var dq = P(packed); var dk = dq.Offset(q.Numel * 4); var dv = dk.Offset(k.Numel * 4);
-        Kern.AttentionBackward(P(q), P(k), P(v), P(DenseF32(x[3], "attention_grad")), P(lse), P(DenseF32(x[4], "attention_grad")), dq, dk, dv,
-            batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S);
+        var o2 = Allocate(dt, [(int)q.Numel]);
+        Kern.AttentionForward(P(q), P(k), P(v), P(o2), P(lse), batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S, dt, validPtr, validType, errors);
+        var packed = Allocate(dt, node.Shape);
+        var dq = P(packed); var dk = dq.Offset(q.Numel * size); var dv = dk.Offset(k.Numel * size);
+        var outF = DenseRow(x[3], dt, "attention_grad"); var dO = DenseRow(x[4], dt, "attention_grad");
+        Kern.AttentionBackward(P(q), P(k), P(v), P(outF), P(lse), P(dO), dq, dk, dv,
+            batch, hq, hkv, t, s, d, (float)a.Scale, a.Causal, S, dt, validPtr, validType, errors);
         Evaluator.Release(lse); Evaluator.Release(o2);
+        ReleaseCopies(x, q, k, v, outF, dO);
         return packed;
     }
 

@@ -115,9 +115,12 @@ extern "C" __global__ void layernorm_f32(const float* x, const float* w, const f
 extern "C" __global__ void layernorm_bf16(const bf16* x, const bf16* w, const bf16* b, bf16* y, int cols, float eps, int vec) { layernorm_fwd<bf16>(x, w, b, y, cols, eps, vec); }
 extern "C" __global__ void layernorm_f16(const f16* x, const f16* w, const f16* b, f16* y, int cols, float eps, int vec) { layernorm_fwd<f16>(x, w, b, y, cols, eps, vec); }
 
+// Backward kernels: x, w, g and dx in T (computed in fp32); the per-block weight/bias partials are fp32 and
+// reduce_partials rounds their sums to T once.
 // r = 1/sqrt(mean(x^2)+eps); dx = r*(g*w) - x*r^3*mean(g*w*x); part[blk, c] += g*x*r
-extern "C" __global__ void rmsnorm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ g,
-    float* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
+template <typename T>
+__device__ __forceinline__ void rmsnorm_bwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ g,
+    T* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
 {
     __shared__ float sh[64];
     float* pr = part + (i64)blockIdx.x * cols;
@@ -125,24 +128,31 @@ extern "C" __global__ void rmsnorm_bwd_f32(const float* __restrict__ x, const fl
     float n = (float)cols;
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
     {
-        const float* xr = x + row * cols; const float* gr = g + row * cols; float* dr = dx + row * cols;
+        const T* xr = x + row * cols; const T* gr = g + row * cols; T* dr = dx + row * cols;
         float ss = 0.f, gwx = 0.f;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float xv = xr[i]; ss += xv * xv; gwx += gr[i] * w[i] * xv; }
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float xv = ld(xr, i); ss += xv * xv; gwx += ld(gr, i) * ld(w, i) * xv; }
         block_sum2(ss, gwx, sh);
         float r = 1.f / sqrtf(ss / n + eps);
         float k = gwx / n * r * r * r;
         for (int i = threadIdx.x; i < cols; i += blockDim.x)
         {
-            float xv = xr[i], gv = gr[i];
-            dr[i] = gv * w[i] * r - xv * k;
+            float xv = ld(xr, i), gv = ld(gr, i);
+            st(dr, i, gv * ld(w, i) * r - xv * k);
             pr[i] += gv * xv * r;
         }
     }
 }
+extern "C" __global__ void rmsnorm_bwd_f32(const float* x, const float* w, const float* g, float* dx, float* part, i64 rows, int cols, float eps)
+{ rmsnorm_bwd<float>(x, w, g, dx, part, rows, cols, eps); }
+extern "C" __global__ void rmsnorm_bwd_bf16(const bf16* x, const bf16* w, const bf16* g, bf16* dx, float* part, i64 rows, int cols, float eps)
+{ rmsnorm_bwd<bf16>(x, w, g, dx, part, rows, cols, eps); }
+extern "C" __global__ void rmsnorm_bwd_f16(const f16* x, const f16* w, const f16* g, f16* dx, float* part, i64 rows, int cols, float eps)
+{ rmsnorm_bwd<f16>(x, w, g, dx, part, rows, cols, eps); }
 
 // xh = (x-mean)*r; gw = g*w; dx = r*(gw - mean(gw) - xh*mean(gw*xh)); part[blk, c] += g*xh; part[blk, cols + c] += g
-extern "C" __global__ void layernorm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ g,
-    float* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
+template <typename T>
+__device__ __forceinline__ void layernorm_bwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ g,
+    T* __restrict__ dx, float* __restrict__ part, i64 rows, int cols, float eps)
 {
     __shared__ float sh[64];
     float* pr = part + (i64)blockIdx.x * 2 * cols;
@@ -150,34 +160,44 @@ extern "C" __global__ void layernorm_bwd_f32(const float* __restrict__ x, const 
     float n = (float)cols;
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x)
     {
-        const float* xr = x + row * cols; const float* gr = g + row * cols; float* dr = dx + row * cols;
+        const T* xr = x + row * cols; const T* gr = g + row * cols; T* dr = dx + row * cols;
         float s = 0.f;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i];
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) s += ld(xr, i);
         float mean = block_sum(s, sh) / n;
         float q = 0.f;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float d = xr[i] - mean; q += d * d; }
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float d = ld(xr, i) - mean; q += d * d; }
         float r = 1.f / sqrtf(block_sum(q, sh) / n + eps);
         float sg = 0.f, sgx = 0.f;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float gw = gr[i] * w[i]; sg += gw; sgx += gw * (xr[i] - mean) * r; }
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) { float gw = ld(gr, i) * ld(w, i); sg += gw; sgx += gw * (ld(xr, i) - mean) * r; }
         block_sum2(sg, sgx, sh);
         float mg = sg / n, mgx = sgx / n;
         for (int i = threadIdx.x; i < cols; i += blockDim.x)
         {
-            float gv = gr[i], xh = (xr[i] - mean) * r;
-            dr[i] = (gv * w[i] - mg - xh * mgx) * r;
+            float gv = ld(gr, i), xh = (ld(xr, i) - mean) * r;
+            st(dr, i, (gv * ld(w, i) - mg - xh * mgx) * r);
             pr[i] += gv * xh;
             pr[cols + i] += gv;
         }
     }
 }
+extern "C" __global__ void layernorm_bwd_f32(const float* x, const float* w, const float* g, float* dx, float* part, i64 rows, int cols, float eps)
+{ layernorm_bwd<float>(x, w, g, dx, part, rows, cols, eps); }
+extern "C" __global__ void layernorm_bwd_bf16(const bf16* x, const bf16* w, const bf16* g, bf16* dx, float* part, i64 rows, int cols, float eps)
+{ layernorm_bwd<bf16>(x, w, g, dx, part, rows, cols, eps); }
+extern "C" __global__ void layernorm_bwd_f16(const f16* x, const f16* w, const f16* g, f16* dx, float* part, i64 rows, int cols, float eps)
+{ layernorm_bwd<f16>(x, w, g, dx, part, rows, cols, eps); }
 
 // out0[c] = sum_b part[b, c] for c < split; out1[c - split] = the same for split <= c < width.
-extern "C" __global__ void reduce_partials_f32(const float* __restrict__ part, int blocks, int width, int split, float* out0, float* out1)
+template <typename T>
+__device__ __forceinline__ void reduce_partials(const float* __restrict__ part, int blocks, int width, int split, T* out0, T* out1)
 {
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < width; c += gridDim.x * blockDim.x)
     {
         float s = 0.f;
         for (int b = 0; b < blocks; b++) s += part[(i64)b * width + c];
-        if (c < split) out0[c] = s; else out1[c - split] = s;
+        if (c < split) st(out0, c, s); else st(out1, c - split, s);
     }
 }
+extern "C" __global__ void reduce_partials_f32(const float* part, int blocks, int width, int split, float* out0, float* out1) { reduce_partials<float>(part, blocks, width, split, out0, out1); }
+extern "C" __global__ void reduce_partials_bf16(const float* part, int blocks, int width, int split, bf16* out0, bf16* out1) { reduce_partials<bf16>(part, blocks, width, split, out0, out1); }
+extern "C" __global__ void reduce_partials_f16(const float* part, int blocks, int width, int split, f16* out0, f16* out1) { reduce_partials<f16>(part, blocks, width, split, out0, out1); }

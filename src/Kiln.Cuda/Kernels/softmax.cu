@@ -108,12 +108,12 @@ extern "C" __global__ void log_softmax_f16(const f16* x, f16* y, int cols, int v
 // Backward from the output y and the upstream gradient g:
 //   softmax:     dx = y * (g - sum(g * y))
 //   log_softmax: dx = g - exp(y) * sum(g)
-template <bool LOG>
-__device__ __forceinline__ void softmax_bwd(const float* __restrict__ y, const float* __restrict__ g, float* __restrict__ dx, int cols, int vec)
+template <typename T, bool LOG>
+__device__ __forceinline__ void softmax_bwd(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ dx, int cols, int vec)
 {
     __shared__ float sh[64];
     i64 off = (i64)blockIdx.x * cols;
-    const float* yr = y + off; const float* gr = g + off; float* dr = dx + off;
+    const T* yr = y + off; const T* gr = g + off; T* dr = dx + off;
     float acc = 0.f;
     if (vec)
     {
@@ -125,7 +125,7 @@ __device__ __forceinline__ void softmax_bwd(const float* __restrict__ y, const f
         }
     }
     else
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) acc += LOG ? gr[i] : gr[i] * yr[i];
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) acc += LOG ? ld(gr, i) : ld(gr, i) * ld(yr, i);
     acc = block_sum(acc, sh);
     if (vec)
     {
@@ -139,8 +139,15 @@ __device__ __forceinline__ void softmax_bwd(const float* __restrict__ y, const f
     }
     else
         for (int i = threadIdx.x; i < cols; i += blockDim.x)
-            dr[i] = LOG ? gr[i] - expf(yr[i]) * acc : yr[i] * (gr[i] - acc);
+        {
+            float gv = ld(gr, i), yv = ld(yr, i);
+            st(dr, i, LOG ? gv - expf(yv) * acc : yv * (gv - acc));
+        }
 }
 
-extern "C" __global__ void softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<false>(y, g, dx, cols, vec); }
-extern "C" __global__ void log_softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<true>(y, g, dx, cols, vec); }
+extern "C" __global__ void softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<float, false>(y, g, dx, cols, vec); }
+extern "C" __global__ void log_softmax_bwd_f32(const float* y, const float* g, float* dx, int cols, int vec) { softmax_bwd<float, true>(y, g, dx, cols, vec); }
+extern "C" __global__ void softmax_bwd_bf16(const bf16* y, const bf16* g, bf16* dx, int cols, int vec) { softmax_bwd<bf16, false>(y, g, dx, cols, vec); }
+extern "C" __global__ void log_softmax_bwd_bf16(const bf16* y, const bf16* g, bf16* dx, int cols, int vec) { softmax_bwd<bf16, true>(y, g, dx, cols, vec); }
+extern "C" __global__ void softmax_bwd_f16(const f16* y, const f16* g, f16* dx, int cols, int vec) { softmax_bwd<f16, false>(y, g, dx, cols, vec); }
+extern "C" __global__ void log_softmax_bwd_f16(const f16* y, const f16* g, f16* dx, int cols, int vec) { softmax_bwd<f16, true>(y, g, dx, cols, vec); }
