@@ -23,13 +23,15 @@ internal static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 42 };
         var stop = new Option<string[]>("--stop") { Description = "stop strings", AllowMultipleArgumentsPerToken = true };
         var device = new Option<string>("--device") { Description = "cpu, cuda[:N] or auto", DefaultValueFactory = _ => "cpu" };
+        var tf32 = new Option<bool>("--tf32") { Description = "on a GPU, let fp32 matrix products use TF32 tensor cores (as KILN_TF32=1)" };
         var cmd = new Command("generate", "Generate text, streaming to the terminal")
         {
-            model, tokenizer, adapter, prompt, maxTokens, temperature, topP, topK, minP, penalty, seed, stop, device,
+            model, tokenizer, adapter, prompt, maxTokens, temperature, topP, topK, minP, penalty, seed, stop, device, tf32,
         };
         cmd.SetAction(r => CliErrors.Run(r.GetValue(verbose), () =>
         {
             var dev = TrainCommand.ResolveDevice(r.GetValue(device)!);
+            if (r.GetValue(tf32)) Settings.AllowTf32 = true;
             var loaded = Pretrained.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             if (r.GetValue(adapter) is { } a) PeftAdapter.Apply(loaded.Model, PeftAdapter.Load(a));
             if (dev.Kind != DeviceKind.Cpu) loaded.Model.To(dev);
