@@ -293,13 +293,19 @@ internal sealed partial class CudaBackend : IDeviceBackend
     /// <summary>KILN_DISABLE=cudasplit: every reduction one thread per output (what the split is measured against).</summary>
     private static readonly bool SplitReductions = !Settings.IsDisabled("cudasplit");
 
+    /// <summary>
+    /// How a reduction of <paramref name="count"/> elements into each of <paramref name="n"/> outputs is spread:
+    /// short ones (&lt; 256) a thread per output; longer ones over the contiguous axis (rows) a block per (output,
+    /// part), ~4096 elements per part, up to 1024 parts; strided ones a thread per output, the reduced range split
+    /// along the grid's y until ~256K threads run (≥ 64 elements per part). Parts 1: the kernel stores the result
+    /// itself (one launch).
+    /// </summary>
     internal static (long Parts, bool Rows) SplitReduction(long n, long count, bool innerContiguous)
     {
-        if (count < 64) return (0, false);
+        if (!SplitReductions || count < 256) return (1, false);
         var split = innerContiguous ? (Math.Clamp((count + 4095) / 4096, 1, 1024), true)
-            : n >= 16384 ? (0L, false)
-            : (Math.Clamp(Math.Min((count + 63) / 64, (32768 + n - 1) / n), 1, 65535), false);
-        return n * split.Item1 * 3 > int.MaxValue ? (0, false) : split;   // the states' scratch stays one int-sized buffer
+            : (Math.Clamp(Math.Min((count + 63) / 64, (262144 + n - 1) / n), 1, 65535), false);
+        return split.Item1 > 1 && n * split.Item1 * 3 > int.MaxValue ? (1, split.Item2) : split;   // the states' scratch stays one int-sized buffer
     }
 
     private Realised Reduce(Node node, Realised x, CudaReduceKind kind)
@@ -314,37 +320,45 @@ internal sealed partial class CudaBackend : IDeviceBackend
         bool typed = x.DType is DType.Float32 or DType.Float64 or DType.BFloat16 or DType.Float16
             || (x.DType == DType.Int32 && kind is CudaReduceKind.Max or CudaReduceKind.Min or CudaReduceKind.ArgMax);
         if (!typed) throw new NotSupportedException($"{node.Op.Name} on {_device}: dtype {x.DType.ShortName()}");
-        // Reduced axes last (a view): one thread per output looping over them in double, or split (SplitReduction).
+        // Kept axes (the outputs, row-major) and reduced axes (row-major: argmax's index), each with runs merged.
         var keep = Enumerable.Range(0, x.Shape.Length).Where(d => !axes.Contains(d)).ToArray();
-        int[] outer = keep.Select(d => x.Shape[d]).ToArray(), inner = axes.Select(d => x.Shape[d]).ToArray();
+        var (outer, outerStrides) = MergeRuns(keep.Select(d => x.Shape[d]).ToArray(), keep.Select(d => x.Strides[d]).ToArray());
+        var (inner, innerStrides) = MergeRuns(axes.Select(d => x.Shape[d]).ToArray(), axes.Select(d => x.Strides[d]).ToArray());
         var o = Allocate(node.DType, node.Shape);
         long n = Shapes.Numel(outer), count = Shapes.Numel(inner);
+        if (n == 0) return o;
         var m = new List<long> { x.Offset, outer.Length, inner.Length };
-        m.AddRange(outer.Select(v => (long)v)); m.AddRange(keep.Select(d => x.Strides[d]));
-        m.AddRange(inner.Select(v => (long)v)); m.AddRange(axes.Select(d => x.Strides[d]));
+        m.AddRange(outer.Select(v => (long)v)); m.AddRange(outerStrides);
+        m.AddRange(inner.Select(v => (long)v)); m.AddRange(innerStrides);
         var meta = MetaBuffer("r:" + string.Join(",", m), [.. m]);
-        if (n > 0 && SplitReductions && SplitReduction(n, count, axes.Length > 0 && x.Strides[axes[^1]] == 1) is var (parts, rows) && parts > 0)
-        {
-            // Long reductions: partial states per (output, part) from many threads, then one merge per output.
-            var part = Allocate(DType.Float64, [(int)(n * parts * 3)]);
-            var partial = Kernel($"reduce_part_{kind}_{x.DType}", name => CudaIndexCodegen.ReducePartial(name, kind, x.DType));
-            var finish = Kernel($"reduce_finish_{kind}_{node.DType}", name => CudaIndexCodegen.ReduceFinish(name, kind, node.DType));
-            Dim3 grid = rows ? new Dim3(checked((uint)(n * parts))) : new Dim3((uint)((n + Threads - 1) / Threads), (uint)parts);
-            partial.Launch(grid, Threads, 0, _current, KernelArg.Pointer(Ptr(part)), n, parts, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)), rows ? 1 : 0);
-            finish.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
-                KernelArg.Pointer(Ptr(o)), n, parts, KernelArg.Pointer(Ptr(part)), count, (long)correction);
-            Interlocked.Add(ref Launches, 2);
-            Evaluator.Release(part);
-            return o;
-        }
+        var (parts, rows) = SplitReduction(n, count, inner.Length > 0 && innerStrides[^1] == 1);
+        var part = parts > 1 ? Allocate(DType.Float64, [(int)(n * parts * 3)]) : null;
         var kernel = Kernel($"reduce_{kind}_{x.DType}_{node.DType}", name => CudaIndexCodegen.Reduce(name, kind, x.DType, node.DType));
-        if (n > 0)
-        {
-            kernel.Launch((int)Math.Min((n + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
-                KernelArg.Pointer(Ptr(o)), n, KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)), (long)correction);
-            Interlocked.Increment(ref Launches);
-        }
+        Dim3 grid = rows ? new Dim3(checked((uint)(n * parts))) : new Dim3((uint)Math.Min((n + Threads - 1) / Threads, 65535L * 8), (uint)parts);
+        kernel.Launch(grid, Threads, 0, _current, KernelArg.Pointer(Ptr(o)), KernelArg.Pointer(part is null ? 0 : Ptr(part)), n, parts,
+            KernelArg.Pointer(meta.Pointer), KernelArg.Pointer(Ptr(x)), rows ? 1 : 0, (long)correction);
+        Interlocked.Increment(ref Launches);
+        if (part is null) return o;
+        var finish = Kernel($"reduce_finish_{kind}_{node.DType}", name => CudaIndexCodegen.ReduceFinish(name, kind, node.DType));
+        finish.Launch((int)Math.Min((n * 32 + Threads - 1) / Threads, 65535L * 8), Threads, 0, _current,
+            KernelArg.Pointer(Ptr(o)), n, parts, KernelArg.Pointer(Ptr(part)), count, (long)correction);
+        Interlocked.Increment(ref Launches);
+        Evaluator.Release(part);
         return o;
+    }
+
+    /// <summary>Axes (row-major order kept) without size-1 ones, neighbours that are one run in memory merged
+    /// (stride[d] = stride[d+1]·shape[d+1]): the kernels then walk one axis where a dense tensor has several.</summary>
+    internal static (int[] Shape, long[] Strides) MergeRuns(int[] shape, long[] strides)
+    {
+        var s = new List<int>(); var st = new List<long>();
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (shape[d] == 1) continue;
+            if (s.Count > 0 && st[^1] == strides[d] * shape[d]) { s[^1] *= shape[d]; st[^1] = strides[d]; }
+            else { s.Add(shape[d]); st.Add(strides[d]); }
+        }
+        return ([.. s], [.. st]);
     }
 
     // ---------------- matmul ----------------

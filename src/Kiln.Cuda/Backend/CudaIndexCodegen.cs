@@ -4,77 +4,11 @@
 
 namespace Kiln.Cuda.Backend;
 
-/// <summary>The reductions with a CUDA form: one thread per output element loops over the reduced elements in double.</summary>
+/// <summary>The reductions with a CUDA form (states in double, see CudaIndexCodegen.Reduce).</summary>
 internal enum CudaReduceKind { Sum, Mean, Max, Min, LogSumExp, Var, ArgMax }
 
 internal static class CudaIndexCodegen
 {
-    /// <summary>
-    /// A reduction kernel <c>name(out, n, meta, x, correction)</c>. meta: offset, outerRank, innerRank, outerShape,
-    /// outerStrides, innerShape, innerStrides (the reduced axes are the inner ones). Order of additions: the reduced
-    /// elements in row-major order, in double; max/min propagate NaN and argmax takes the first NaN or the first
-    /// maximum (as the CPU kernels and PyTorch); var divides by count - correction.
-    /// </summary>
-    public static string Reduce(string name, CudaReduceKind kind, DType input, DType output)
-    {
-        string t = CudaCodegen.CType(input), ot = CudaCodegen.CType(output);
-        string load = $"(double){CudaCodegen.Load(input, "x[offsetOf(j)]")}";
-        string body = kind switch
-        {
-            CudaReduceKind.Sum or CudaReduceKind.Mean => $$"""
-                double acc = 0.0;
-                for (long long j = 0; j < count; ++j) acc += {{load}};
-                """,
-            CudaReduceKind.Max or CudaReduceKind.Min => $$"""
-                double acc = {{(kind == CudaReduceKind.Max ? "-" : "")}}kiln_inf();
-                for (long long j = 0; j < count; ++j) { double v = {{load}}; if (v != v || v {{(kind == CudaReduceKind.Max ? ">" : "<")}} acc) acc = v; if (acc != acc) break; }
-                """,
-            CudaReduceKind.ArgMax => $$"""
-                long long best = 0; double bv = count > 0 ? (double){{CudaCodegen.Load(input, "x[offsetOf(0)]")}} : 0.0;
-                for (long long j = 1; j < count && bv == bv; ++j) { double v = {{load}}; if (v != v || v > bv) { bv = v; best = j; } }
-                double acc = (double)best;
-                """,
-            CudaReduceKind.LogSumExp => $$"""
-                double m = -kiln_inf();
-                for (long long j = 0; j < count; ++j) { double v = {{load}}; if (v != v || v > m) m = v; if (m != m) break; }
-                double acc = m;
-                if (m == m && m != kiln_inf() && m != -kiln_inf())
-                {
-                    double s = 0.0;
-                    for (long long j = 0; j < count; ++j) s += exp({{load}} - m);
-                    acc = m + log(s);
-                }
-                """,
-            CudaReduceKind.Var => $$"""
-                double mean = 0.0;
-                for (long long j = 0; j < count; ++j) mean += {{load}};
-                mean /= (double)count;
-                double acc = 0.0;
-                for (long long j = 0; j < count; ++j) { double d = {{load}} - mean; acc += d * d; }
-                acc /= (double)(count - correction > 0 ? count - correction : 0);
-                """,
-            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-        };
-        string result = kind == CudaReduceKind.Mean ? "acc / (double)count" : "acc";
-        return CudaCodegen.Prelude + $$"""
-            __device__ __forceinline__ double kiln_inf() { return __longlong_as_double(0x7ff0000000000000LL); }
-            extern "C" __global__ void {{name}}({{ot}}* out, long long n, const long long* meta, const {{t}}* x, long long correction)
-            {
-                long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
-                const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
-                long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
-                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-                {
-                    long long base = off, rem = i;
-                    for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; base += c * ost[d]; }
-                    auto offsetOf = [&](long long j) { long long o = base; for (int d = ri - 1; d >= 0; --d) { long long c = j % is[d]; j /= is[d]; o += c * ist[d]; } return o; };
-            {{Indent(body, 8)}}
-                    out[i] = {{CudaCodegen.Store(output, result)}};
-                }
-            }
-            """;
-    }
-
     /// <summary>
     /// Per-kind running state of a split reduction (3 doubles: sum | extreme | value, index | max, sum of exp |
     /// count, mean, M2) with its start, one element, the merge of two states and the final value. Merges are exact
@@ -116,7 +50,17 @@ internal static class CudaIndexCodegen
                 s.a = m;
                 return s;
             }
-            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { kst t; t.a = v; t.b = 1.0; t.c = 0.0; return st_merge(s, t); }
+            // One element: one exp (the running sum rescaled only when the maximum grows).
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j)
+            {
+                if (s.a != s.a || v == -kiln_inf()) return s;
+                if (v != v) { s.a = v; return s; }
+                if (v <= s.a) { if (s.a != kiln_inf()) s.b += exp(v - s.a); return s; }
+                if (v == kiln_inf()) { s.a = v; s.b = 1.0; return s; }
+                s.b = (s.a == -kiln_inf() ? 0.0 : s.b * exp(s.a - v)) + 1.0;
+                s.a = v;
+                return s;
+            }
             """,
         CudaReduceKind.Var => """
             __device__ __forceinline__ kst st_init() { kst s; s.a = 0.0; s.b = 0.0; s.c = 0.0; return s; }
@@ -143,62 +87,90 @@ internal static class CudaIndexCodegen
     };
 
     /// <summary>
-    /// A reduction split across threads for long reductions: <c>name(part, n, parts, meta, x, rows)</c> writes one
-    /// state per (output, part) to <c>part</c> ([n · parts] states), each part covering a contiguous range of the
-    /// reduced elements. rows = 1: a block per (output, part), its threads striding over the range (the reduced
-    /// axis is the contiguous one: coalesced reads), the block's states merged in a fixed tree; rows = 0: a thread
-    /// per output (consecutive outputs are consecutive addresses) and blockIdx.y the part. meta as in <see cref="Reduce"/>.
+    /// A reduction <c>name(out, part, n, parts, meta, x, rows, correction)</c>. meta: offset, outerRank, innerRank,
+    /// outerShape, outerStrides, innerShape, innerStrides (the reduced axes are the inner ones; the host merges axes
+    /// that are one run in memory, so the usual case has one inner axis and no index arithmetic per element). Each
+    /// (output, part) reduces a contiguous range of the reduced elements into a state (<see cref="StateOps"/>):
+    /// rows = 1, a block per (output, part), its threads striding over the range (the reduced axis is the
+    /// contiguous one: coalesced reads), merged by warp shuffles then across warps in a fixed order; rows = 0, a
+    /// thread per output (consecutive outputs are consecutive addresses) with blockIdx.y the part. With one part the
+    /// state is finished and stored in out; with more it goes to part[output · parts + part] for
+    /// <see cref="ReduceFinish"/>. Every merge order is fixed: the same input gives the same bits.
     /// </summary>
-    public static string ReducePartial(string name, CudaReduceKind kind, DType input) =>
+    public static string Reduce(string name, CudaReduceKind kind, DType input, DType output) =>
         SplitPrelude(kind) + $$"""
-        extern "C" __global__ void {{name}}(kst* part, long long n, long long parts, const long long* meta, const {{CudaCodegen.CType(input)}}* x, int rows)
+        extern "C" __global__ void {{name}}({{CudaCodegen.CType(output)}}* out, kst* part, long long n, long long parts, const long long* meta,
+            const {{CudaCodegen.CType(input)}}* __restrict__ x, int rows, long long correction)
         {
             long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
             const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
             long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
-            long long chunk = (count + parts - 1) / parts;
+            long long chunk = (count + parts - 1) / parts, step1 = ri == 1 ? ist[0] : 0;
             auto baseOf = [&](long long i) { long long b = off, rem = i; for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; b += c * ost[d]; } return b; };
-            auto offsetOf = [&](long long b, long long j) { long long o = b; for (int d = ri - 1; d >= 0; --d) { long long c = j % is[d]; j /= is[d]; o += c * ist[d]; } return o; };
+            auto offsetOf = [&](long long b, long long j)
+            {
+                if (ri == 1) return b + j * step1;
+                long long o = b; for (int d = ri - 1; d >= 0; --d) { long long c = j % is[d]; j /= is[d]; o += c * ist[d]; } return o;
+            };
+            auto load = [&](long long b, long long j) { return (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}; };
+            auto store = [&](long long i, kst s) { if (parts == 1) out[i] = {{CudaCodegen.Store(output, Finish(kind))}}; else part[i * parts + (rows ? (long long)blockIdx.x % parts : (long long)blockIdx.y)] = s; };
             if (rows)
             {
-                __shared__ kst sh[256];
+                __shared__ kst sh[32];
                 long long i = blockIdx.x / parts, p = blockIdx.x % parts;
                 long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
-                long long b = baseOf(i);
+                long long b = baseOf(i), by = blockDim.x, j = j0 + threadIdx.x;
                 kst s = st_init();
-                for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) s = st_add(s, (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}, j);
-                sh[threadIdx.x] = s;
-                __syncthreads();
-                for (int w = blockDim.x / 2; w > 0; w >>= 1)
+                for (; j + 3 * by < j1; j += 4 * by)   // four loads in flight
                 {
-                    if (threadIdx.x < w) sh[threadIdx.x] = st_merge(sh[threadIdx.x], sh[threadIdx.x + w]);
-                    __syncthreads();
+                    double v0 = load(b, j), v1 = load(b, j + by), v2 = load(b, j + 2 * by), v3 = load(b, j + 3 * by);
+                    s = st_add(s, v0, j); s = st_add(s, v1, j + by); s = st_add(s, v2, j + 2 * by); s = st_add(s, v3, j + 3 * by);
                 }
-                if (threadIdx.x == 0) part[i * parts + p] = sh[0];
+                for (; j < j1; j += by) s = st_add(s, load(b, j), j);
+                s = st_warp(s);
+                int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+                if (lane == 0) sh[w] = s;
+                __syncthreads();
+                if (w == 0)
+                {
+                    s = st_warp(lane < nw ? sh[lane] : st_init());
+                    if (lane == 0) store(i, s);
+                }
             }
             else
             {
-                long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
-                if (i >= n) return;
-                long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
-                long long b = baseOf(i);
-                kst s = st_init();
-                for (long long j = j0; j < j1; ++j) s = st_add(s, (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}, j);
-                part[i * parts + p] = s;
+                long long p = blockIdx.y, j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
+                for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+                {
+                    long long b = baseOf(i), j = j0;
+                    kst s = st_init();
+                    for (; j + 3 < j1; j += 4)
+                    {
+                        double v0 = load(b, j), v1 = load(b, j + 1), v2 = load(b, j + 2), v3 = load(b, j + 3);
+                        s = st_add(s, v0, j); s = st_add(s, v1, j + 1); s = st_add(s, v2, j + 2); s = st_add(s, v3, j + 3);
+                    }
+                    for (; j < j1; ++j) s = st_add(s, load(b, j), j);
+                    store(i, s);
+                }
             }
         }
         """;
 
-    /// <summary><c>name(out, n, parts, part, count, correction)</c>: merges each output's part states in order and stores the result.</summary>
+    /// <summary><c>name(out, n, parts, part, count, correction)</c>: a warp per output merges its part states (each lane a
+    /// contiguous run of parts, then the lanes in a fixed tree) and stores the result.</summary>
     public static string ReduceFinish(string name, CudaReduceKind kind, DType output) =>
         SplitPrelude(kind) + $$"""
         extern "C" __global__ void {{name}}({{CudaCodegen.CType(output)}}* out, long long n, long long parts, const kst* part, long long count, long long correction)
         {
-            for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+            int lane = threadIdx.x & 31;
+            long long warps = ((long long)gridDim.x * blockDim.x) >> 5, per = (parts + 31) / 32;
+            for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < n; i += warps)
             {
-                kst s = part[i * parts];
-                for (long long p = 1; p < parts; ++p) s = st_merge(s, part[i * parts + p]);
-                out[i] = {{CudaCodegen.Store(output, Finish(kind))}};
+                kst s = st_init();
+                long long p0 = lane * per, p1 = p0 + per < parts ? p0 + per : parts;
+                for (long long p = p0; p < p1; ++p) s = st_merge(s, part[i * parts + p]);
+                s = st_warp(s);
+                if (lane == 0) out[i] = {{CudaCodegen.Store(output, Finish(kind))}};
             }
         }
         """;
@@ -207,7 +179,22 @@ internal static class CudaIndexCodegen
         __device__ __forceinline__ double kiln_inf() { return __longlong_as_double(0x7ff0000000000000LL); }
         struct kst { double a, b, c; };
 
-        """ + StateOps(kind) + "\n";
+        """ + StateOps(kind) + """
+
+        // A warp's states merged into lane 0 in a fixed tree (lane l takes lane l + o while l + o < 32).
+        __device__ __forceinline__ kst st_warp(kst s)
+        {
+            int lane = threadIdx.x & 31;
+            for (int o = 16; o > 0; o >>= 1)
+            {
+                kst t;
+                t.a = __shfl_down_sync(0xffffffffu, s.a, o); t.b = __shfl_down_sync(0xffffffffu, s.b, o); t.c = __shfl_down_sync(0xffffffffu, s.c, o);
+                if (lane + o < 32) s = st_merge(s, t);
+            }
+            return s;
+        }
+
+        """;
 
     /// <summary>
     /// torch.gather <c>name(out, n, meta, x, idx, err)</c>: out[p] = x[p with p[axis] = idx[p]] for every position p of
