@@ -37,7 +37,13 @@ internal static class CudaIndexCodegen
                 if (s.a != t.a) return s.a > t.a ? s : t;
                 return s.b < t.b ? s : t;
             }
-            __device__ __forceinline__ kst st_add(kst s, double v, long long j) { kst t; t.a = v; t.b = (double)j; t.c = 0.0; return st_merge(s, t); }
+            // One element; j grows along a thread's elements, so a tie keeps the state and the first NaN stays.
+            __device__ __forceinline__ kst st_add(kst s, double v, long long j)
+            {
+                if (v <= s.a || s.a != s.a) return s;   // the common case: one comparison
+                s.a = v; s.b = (double)j;               // above the maximum, or the first NaN
+                return s;
+            }
             """,
         CudaReduceKind.LogSumExp => """
             __device__ __forceinline__ kst st_init() { kst s; s.a = -kiln_inf(); s.b = 0.0; s.c = 0.0; return s; }
@@ -121,6 +127,7 @@ internal static class CudaIndexCodegen
                 long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
                 long long b = baseOf(i), by = blockDim.x, j = j0 + threadIdx.x;
                 kst s = st_init();
+        {{(input == DType.Float32 ? Vector4Rows : "")}}
                 for (; j + 3 * by < j1; j += 4 * by)   // four loads in flight
                 {
                     double v0 = load(b, j), v1 = load(b, j + by), v2 = load(b, j + 2 * by), v3 = load(b, j + 3 * by);
@@ -156,6 +163,29 @@ internal static class CudaIndexCodegen
         }
         """;
 
+    /// <summary>fp32 rows over a dense, 16-byte aligned range: 16-byte loads (two in flight), element indices still
+    /// increasing along each thread; the scalar loop after it takes the tail (j is left at the first tail element).</summary>
+    private const string Vector4Rows = """
+                if (ri == 1 && step1 == 1 && (((unsigned long long)(x + b + j0)) & 15ULL) == 0)
+                {
+                    const kiln_f4* x4 = reinterpret_cast<const kiln_f4*>(x + b + j0);
+                    long long quads = (j1 - j0) >> 2, q = threadIdx.x;
+                    for (; q + by < quads; q += 2 * by)
+                    {
+                        kiln_f4 u = x4[q], w = x4[q + by];
+                        long long ju = j0 + 4 * q, jw = j0 + 4 * (q + by);
+                        s = st_add(s, (double)u.x, ju); s = st_add(s, (double)u.y, ju + 1); s = st_add(s, (double)u.z, ju + 2); s = st_add(s, (double)u.w, ju + 3);
+                        s = st_add(s, (double)w.x, jw); s = st_add(s, (double)w.y, jw + 1); s = st_add(s, (double)w.z, jw + 2); s = st_add(s, (double)w.w, jw + 3);
+                    }
+                    for (; q < quads; q += by)
+                    {
+                        kiln_f4 u = x4[q]; long long ju = j0 + 4 * q;
+                        s = st_add(s, (double)u.x, ju); s = st_add(s, (double)u.y, ju + 1); s = st_add(s, (double)u.z, ju + 2); s = st_add(s, (double)u.w, ju + 3);
+                    }
+                    j = j0 + 4 * quads + threadIdx.x;
+                }
+        """;
+
     /// <summary><c>name(out, n, parts, part, count, correction)</c>: a warp per output merges its part states (each lane a
     /// contiguous run of parts, then the lanes in a fixed tree) and stores the result.</summary>
     public static string ReduceFinish(string name, CudaReduceKind kind, DType output) =>
@@ -178,6 +208,7 @@ internal static class CudaIndexCodegen
     private static string SplitPrelude(CudaReduceKind kind) => CudaCodegen.Prelude + """
         __device__ __forceinline__ double kiln_inf() { return __longlong_as_double(0x7ff0000000000000LL); }
         struct kst { double a, b, c; };
+        struct __align__(16) kiln_f4 { float x, y, z, w; };
 
         """ + StateOps(kind) + """
 
