@@ -31,7 +31,10 @@ internal sealed partial class CudaBackend : IPlanRunner
 
     /// <summary>Graphs captured, replays launched, graphs dropped by the LRU limit, and per replay: inputs used in
     /// place, inputs copied into staging, outputs handed out without a copy, outputs copied out (tests read these).</summary>
-    public long Captures, Replays, Evictions, InputsBound, InputsStaged, OutputsHandedOut, OutputsCopied;
+    public long Captures, Replays, Evictions, InputsBound, InputsStaged, OutputsHandedOut, OutputsCopied, LaunchesPatched;
+
+    /// <summary>KILN_LOG=cudagraph: one line per replay with where its host time went.</summary>
+    private static readonly bool LogReplays = Settings.Log.Contains("cudagraph");
 
     /// <summary>Test hook: false runs every plan node by node (as KILN_DISABLE=cudagraph does).</summary>
     internal static bool GraphsEnabled = !Settings.IsDisabled("cudagraph");
@@ -68,17 +71,29 @@ internal sealed partial class CudaBackend : IPlanRunner
                     pg.Drop(_alloc);
                 }
                 if (pg.Exec is null) { pg.Tf32 = Settings.AllowTf32; Capture(plan, inputs, pg); }
+                long t0 = LogReplays ? System.Diagnostics.Stopwatch.GetTimestamp() : 0, staged0 = InputsStaged, patched0 = LaunchesPatched;
                 Touch(pg);
                 Bind(inputs, pg);
+                long t1 = LogReplays ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
                 var fresh = RebindOutputs(pg);
                 Patch(pg);
+                long t2 = LogReplays ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
                 pg.Exec!.Launch(GraphStream);
+                long t3 = LogReplays ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
                 Interlocked.Increment(ref Replays);
                 var outs = new Dictionary<int, Realised>();
+                int copied = 0;
                 foreach (var (i, v, group) in pg.Outputs)
                 {
                     if (group >= 0) { outs[i] = new Realised(fresh[group], v.Offset, v.Shape, v.Strides); Interlocked.Increment(ref OutputsHandedOut); }
-                    else { outs[i] = Copy(v); Interlocked.Increment(ref OutputsCopied); }
+                    else { outs[i] = Copy(v); Interlocked.Increment(ref OutputsCopied); copied++; }
+                }
+                if (LogReplays)
+                {
+                    long t4 = System.Diagnostics.Stopwatch.GetTimestamp();
+                    double Us(long a, long b) => System.Diagnostics.Stopwatch.GetElapsedTime(a, b).TotalMicroseconds;
+                    Console.Error.WriteLine($"[kiln cudagraph] replay of {pg.Launches.Length} launches: bind {Us(t0, t1):F0} µs ({inputs.Length} inputs, {InputsStaged - staged0} staged), " +
+                        $"outputs+patch {Us(t1, t2):F0} µs ({LaunchesPatched - patched0} launches re-pointed), launch {Us(t2, t3):F0} µs, copy-out {Us(t3, t4):F0} µs ({copied} of {pg.Outputs.Length} outputs)");
                 }
                 return outs;
             }
@@ -355,6 +370,7 @@ internal sealed partial class CudaBackend : IPlanRunner
             foreach (var (arg, b) in pg.Uses[l]) a[arg] = rec.Args[arg] - b.Original + b.Current;
             pg.Exec!.SetKernelArgs(rec.Node, rec.Kernel, rec.Grid, rec.Block, rec.Shared, a);
         }
+        Interlocked.Add(ref LaunchesPatched, dirty.Count);
     }
 
     /// <summary>Allocator figures plus the memory the instantiated graphs own.</summary>
