@@ -84,6 +84,24 @@ public sealed unsafe class CudaKernel
             $"kernel '{Name}', grid ({grid.X},{grid.Y},{grid.Z}), block ({block.X},{block.Y},{block.Z}), {sharedBytes} B shared");
         Recorder?.Launched(this, grid, block, sharedBytes, stream, args);
     }
+
+    /// <summary>Queues the kernel with its parameters given as one packed buffer (CU_LAUNCH_PARAM_BUFFER_POINTER): for a
+    /// kernel taking a struct by value. Not for captures (its arguments could not be re-pointed), which it refuses.</summary>
+    public void LaunchPacked(Dim3 grid, Dim3 block, int sharedBytes, CudaStream? stream, ReadOnlySpan<byte> parameters)
+    {
+        if (Recorder is not null) throw new InvalidOperationException($"kernel '{Name}': a packed-parameter launch cannot be captured");
+        nuint size = (nuint)parameters.Length;
+        void** extra = stackalloc void*[5];
+        fixed (byte* p = parameters)
+        {
+            extra[0] = (void*)1; extra[1] = p;        // CU_LAUNCH_PARAM_BUFFER_POINTER
+            extra[2] = (void*)2; extra[3] = &size;    // CU_LAUNCH_PARAM_BUFFER_SIZE
+            extra[4] = null;                          // CU_LAUNCH_PARAM_END
+            Cu.Check(CuNative.cuLaunchKernel(Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes,
+                CudaStream.Of(stream), null, extra), "cuLaunchKernel",
+                $"kernel '{Name}' (packed parameters, {parameters.Length} B), grid ({grid.X},{grid.Y},{grid.Z}), block ({block.X},{block.Y},{block.Z})");
+        }
+    }
 }
 
 /// <summary>Sees the kernel launches of a capture, so their graph nodes can be re-pointed later.</summary>

@@ -481,6 +481,31 @@ public class CudaGraphTests
     }
 
     [Fact]
+    public void ManyStagedInputsAndCopiedOutputsInOneReplayAreBatchedAndRight()
+    {
+        // 200 products (more than one copy launch holds: 160) whose inputs cuBLASLt reads (staged) and whose outputs
+        // it writes (copied out), the inputs contiguous views at unaligned offsets (the copy kernel's byte path).
+        var (d, backend) = Backend();
+        var big = Tensor.RandomNormal([200 * 27 + 1], 600).To(d).Eval();
+        var w = Tensor.RandomNormal([9, 5], 5).To(d).Eval();
+        for (int step = 0; step < 4; step++)
+        {
+            var fresh = (big * (step + 1)).Eval();
+            // Realised contiguous views: element offsets 27·i (+1 for every third), so most are not 16-byte aligned.
+            var odd = Enumerable.Range(0, 200).Select(i => fresh.Slice(0, 27 * i + (i % 3 == 0 ? 1 : 0), 27 * i + 27 + (i % 3 == 0 ? 1 : 0)).Reshape(3, 9).Eval()).ToArray();
+            var outs = odd.Select(x => x.MatMul(w)).ToArray();
+            Tensor.Eval(outs);
+            var wc = w.To(Device.Cpu);
+            for (int i = 0; i < outs.Length; i += 7)
+            {
+                var expected = odd[i].To(Device.Cpu).MatMul(wc).ToArray<float>(); var got = outs[i].ToArray<float>();
+                for (int k = 0; k < got.Length; k++) Assert.True(Math.Abs(expected[k] - got[k]) < 1e-4, $"step {step}, product {i} [{k}]: {expected[k]} vs {got[k]}");
+            }
+        }
+        Assert.True(backend.Replays > 0);
+    }
+
+    [Fact]
     public void WithRebindingOffReplaysStageAndCopyAndGiveTheSameValues()
     {
         var (d, backend) = Backend();
