@@ -30,7 +30,8 @@ case "${1:-}" in
   run)
     out="${OUT:-.}"
     mkdir -p "$out"
-    export KILN_CACHE_DIR="${KILN_CACHE_DIR:-$out/kiln-cache}"
+    # The kernel cache stays out of $OUT: its ~100 files crowd out what the device tool brings back.
+    export KILN_CACHE_DIR="${KILN_CACHE_DIR:-/tmp/kiln-bench-cache}"
     nvidia-smi -L > "$out/nvidia-smi.txt" 2>&1 || true
     cat "$out/nvidia-smi.txt" || true
     set +e
