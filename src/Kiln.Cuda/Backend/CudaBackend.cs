@@ -1,6 +1,6 @@
 // The engine's CUDA backend: runs plan nodes on one GPU. Views, elementwise ops and fused elementwise groups
-// (CUDA C generated per program, see CudaCodegen), casts, sum/mean/max reductions, matmul and its fused forms
-// through cuBLASLt, and the hand-written kernels of CudaModelOps/CudaDecodeOps/CudaLayoutOps; float32, float64,
+// (CUDA C generated per program, see CudaCodegen), casts, reductions and index ops (CudaIndexCodegen/CudaIndexOps),
+// matmul and its fused forms through cuBLASLt, and the hand-written kernels of CudaModelOps/CudaLayoutOps; float32, float64,
 // bfloat16 and float16 (the 16-bit types stored as such, computed in fp32; ints and bools for casts, copies and
 // comparisons). Eager work runs on the legacy default stream in order, so a download (which synchronizes) sees
 // every earlier kernel; repeated plans are captured and replayed as CUDA Graphs (CudaGraphs.cs). Ops without a
