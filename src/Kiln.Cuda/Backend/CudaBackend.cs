@@ -202,9 +202,12 @@ internal sealed partial class CudaBackend : IDeviceBackend
     /// <summary>Copies a strided value into a dense one on the device.</summary>
     internal Realised Copy(Realised v, Realised? into = null)
     {
-        if (v.IsContiguous && (into is null || into.IsContiguous))
+        if (v.IsContiguous && (into is null || into.IsContiguous) && _arena is null)
         {
-            // A dense value is one async memcpy (the generic kernel's index arithmetic cost ~2× on large copies).
+            // A dense value is one async memcpy, except in a plan being captured (and its preparing run, which
+            // compiles the kernel and uploads its metadata before the capture): a memcpy node cannot be re-pointed,
+            // so its source would be staged and its result copied out on every replay (a KV cache twice per decode
+            // step); the generated kernel's dense form (16-byte lanes) copies as fast.
             var o = into ?? Allocate(v.DType, v.Shape);
             CopyBytes(P(v), P(o), v.Numel * v.DType.SizeInBytes());
             return o;
