@@ -85,12 +85,28 @@ internal sealed partial class CudaBackend : IPlanRunner
                 Interlocked.Increment(ref Replays);
                 var outs = new Dictionary<int, Realised>();
                 int copied = 0;
+                Dictionary<Runtime.Buffer, Realised>? spans = null;
                 foreach (var (i, v, group) in pg.Outputs)
                 {
-                    if (group >= 0) { outs[i] = new Realised(fresh[group], v.Offset, v.Shape, v.Strides); Interlocked.Increment(ref OutputsHandedOut); }
-                    else { outs[i] = CopyOut(v); Interlocked.Increment(ref OutputsCopied); copied++; }
+                    if (group >= 0) { outs[i] = new Realised(fresh[group], v.Offset, v.Shape, v.Strides); Interlocked.Increment(ref OutputsHandedOut); continue; }
+                    Interlocked.Increment(ref OutputsCopied); copied++;
+                    if (pg.SharedCopies.Contains(v.Buffer))
+                    {
+                        // Views of one buffer (an unpacked multi-output op: AdamW's parameters and moments) share one
+                        // copy of the buffer, as an eager run hands them out: one allocation and one copy, not one each.
+                        spans ??= [];
+                        if (!spans.TryGetValue(v.Buffer, out var copy))
+                        {
+                            var whole = Realised.Contiguous(v.Buffer, [checked((int)v.Buffer.Length)]);
+                            spans[v.Buffer] = copy = CopyOut(whole);
+                            Evaluator.Release(whole);   // graph-owned memory: only the count of users moves
+                        }
+                        outs[i] = new Realised(copy.Buffer, v.Offset, v.Shape, v.Strides);
+                    }
+                    else outs[i] = CopyOut(v);
                 }
                 FlushCopies();
+                if (spans is not null) foreach (var copy in spans.Values) Evaluator.Release(copy);   // the views hold the copy now
                 if (LogReplays)
                 {
                     long t4 = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -176,6 +192,8 @@ internal sealed partial class CudaBackend : IPlanRunner
         }
         pg.Outputs = outs.ToArray();
         pg.OutputGroups = groups.ToArray();
+        pg.SharedCopies = new HashSet<Runtime.Buffer>(outs.Where(o => o.Item3 < 0).GroupBy(o => o.Item2.Buffer, ReferenceEqualityComparer.Instance)
+            .Where(g => g.Count() > 1).Select(g => (Runtime.Buffer)g.Key!), ReferenceEqualityComparer.Instance);
         var all = pg.Inputs.OfType<Binding>().Concat(groups.Select(t => t.B)).ToArray();
         pg.Launches = log.Launches.ToArray();
         pg.Uses = new (int Arg, Binding B)[pg.Launches.Length][];
@@ -552,6 +570,8 @@ internal sealed partial class CudaBackend : IPlanRunner
         public (int Arg, Binding B)[][] Uses = [];
         public LinkedListNode<PlanGraph>? Recent;
         public bool Tf32;   // Settings.AllowTf32 when captured
+        /// <summary>Captured buffers that several copied-out outputs are views of (copied once per replay, see TryRunCore).</summary>
+        public HashSet<Runtime.Buffer> SharedCopies = new(ReferenceEqualityComparer.Instance);
 
         /// <summary>Destroys the graph and gives its memory back; the plan is captured again if it runs again.</summary>
         public void Drop(CudaAllocator alloc)
