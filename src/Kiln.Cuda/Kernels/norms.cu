@@ -116,7 +116,11 @@ extern "C" __global__ void layernorm_bf16(const bf16* x, const bf16* w, const bf
 extern "C" __global__ void layernorm_f16(const f16* x, const f16* w, const f16* b, f16* y, int cols, float eps, int vec) { layernorm_fwd<f16>(x, w, b, y, cols, eps, vec); }
 
 // Backward kernels: x, w, g and dx in T (computed in fp32); the per-block weight/bias partials are fp32 and
-// reduce_partials rounds their sums to T once.
+// reduce_partials rounds their sums to T once. One entry point per storage type:
+#define NORM_BWD_ENTRY(KIND, T, SUF) \
+extern "C" __global__ void KIND##_bwd_##SUF(const T* x, const T* w, const T* g, T* dx, float* part, i64 rows, int cols, float eps) \
+{ KIND##_bwd<T>(x, w, g, dx, part, rows, cols, eps); }
+#define NORM_BWD_ENTRIES(KIND) NORM_BWD_ENTRY(KIND, float, f32) NORM_BWD_ENTRY(KIND, bf16, bf16) NORM_BWD_ENTRY(KIND, f16, f16)
 // r = 1/sqrt(mean(x^2)+eps); dx = r*(g*w) - x*r^3*mean(g*w*x); part[blk, c] += g*x*r
 template <typename T>
 __device__ __forceinline__ void rmsnorm_bwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ g,
@@ -142,12 +146,7 @@ __device__ __forceinline__ void rmsnorm_bwd(const T* __restrict__ x, const T* __
         }
     }
 }
-extern "C" __global__ void rmsnorm_bwd_f32(const float* x, const float* w, const float* g, float* dx, float* part, i64 rows, int cols, float eps)
-{ rmsnorm_bwd<float>(x, w, g, dx, part, rows, cols, eps); }
-extern "C" __global__ void rmsnorm_bwd_bf16(const bf16* x, const bf16* w, const bf16* g, bf16* dx, float* part, i64 rows, int cols, float eps)
-{ rmsnorm_bwd<bf16>(x, w, g, dx, part, rows, cols, eps); }
-extern "C" __global__ void rmsnorm_bwd_f16(const f16* x, const f16* w, const f16* g, f16* dx, float* part, i64 rows, int cols, float eps)
-{ rmsnorm_bwd<f16>(x, w, g, dx, part, rows, cols, eps); }
+NORM_BWD_ENTRIES(rmsnorm)
 
 // xh = (x-mean)*r; gw = g*w; dx = r*(gw - mean(gw) - xh*mean(gw*xh)); part[blk, c] += g*xh; part[blk, cols + c] += g
 template <typename T>
@@ -180,12 +179,7 @@ __device__ __forceinline__ void layernorm_bwd(const T* __restrict__ x, const T* 
         }
     }
 }
-extern "C" __global__ void layernorm_bwd_f32(const float* x, const float* w, const float* g, float* dx, float* part, i64 rows, int cols, float eps)
-{ layernorm_bwd<float>(x, w, g, dx, part, rows, cols, eps); }
-extern "C" __global__ void layernorm_bwd_bf16(const bf16* x, const bf16* w, const bf16* g, bf16* dx, float* part, i64 rows, int cols, float eps)
-{ layernorm_bwd<bf16>(x, w, g, dx, part, rows, cols, eps); }
-extern "C" __global__ void layernorm_bwd_f16(const f16* x, const f16* w, const f16* g, f16* dx, float* part, i64 rows, int cols, float eps)
-{ layernorm_bwd<f16>(x, w, g, dx, part, rows, cols, eps); }
+NORM_BWD_ENTRIES(layernorm)
 
 // out0[c] = sum_b part[b, c] for c < split; out1[c - split] = the same for split <= c < width.
 template <typename T>
