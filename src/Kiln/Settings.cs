@@ -25,7 +25,14 @@ public static class Settings
     /// cores (10-bit mantissa inputs, fp32 accumulation: ~1e-3 relative error, several times the throughput). Off by
     /// default (full fp32, as the CPU). Captured CUDA graphs are re-captured when this changes. The CPU ignores it.
     /// </summary>
-    public static bool AllowTf32 { get; set; } = ParseBool("KILN_TF32", Environment.GetEnvironmentVariable("KILN_TF32"));
+    public static bool AllowTf32
+    {
+        // Read on first use (an fp32 GEMM on a GPU), so a malformed KILN_TF32 is a clear error there, not a failed type initialiser.
+        get => _allowTf32 ??= ParseBool("KILN_TF32", Environment.GetEnvironmentVariable("KILN_TF32"));
+        set => _allowTf32 = value;
+    }
+
+    private static bool? _allowTf32;
 
     /// <summary>KILN_DISABLE=codegen: fused elementwise groups run through the interpreter, not a loop compiled at run time.</summary>
     internal const string Codegen = "codegen";
@@ -36,7 +43,7 @@ public static class Settings
         new((s ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(x => x.ToLowerInvariant()));
 
-    private static bool ParseBool(string name, string? s) => Normalize(s) switch
+    internal static bool ParseBool(string name, string? s) => Normalize(s) switch
     {
         null or "0" or "false" or "no" or "off" => false,
         "1" or "true" or "yes" or "on" => true,

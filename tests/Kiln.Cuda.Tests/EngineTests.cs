@@ -210,9 +210,11 @@ public class EngineTests
     {
         // Off (the default): fp32 GEMMs agree with the CPU to 1e-5. On: TF32 inputs (10-bit mantissa) give errors of
         // ~1e-3 relative to the row's scale — visible (so TF32 really ran) but bounded. A captured plan is captured
-        // again when the setting changes (its GEMMs' compute type is baked in).
+        // again when the setting changes (its GEMMs' compute type is baked in) — with room for one graph, so the
+        // re-capture also runs the eviction that once dropped the graph it had just captured.
         var d = Cuda();
         var backend = (CudaBackend)Backends.For(d);
+        int savedMax = CudaBackend.MaxGraphs;
         var a = Tensor.RandomNormal([128, 512], 1); var b = Tensor.RandomNormal([512, 96], 2);
         var expected = a.To(Device.Cpu).MatMul(b).ToArray<double>();
         double scale = Math.Sqrt(512);   // a product's typical size
@@ -222,14 +224,34 @@ public class EngineTests
         {
             for (int i = 0; i < 3; i++) Assert.True(MaxError() < 1e-5, "fp32 GEMM");
             long captures0 = backend.Captures;
+            CudaBackend.MaxGraphs = 1;
             Settings.AllowTf32 = true;
             var errors = Enumerable.Range(0, 3).Select(_ => MaxError()).ToArray();
             Console.WriteLine($"[tf32] max |error| / sqrt(k): {string.Join(", ", errors.Select(e => e.ToString("E2")))}");
             Assert.All(errors, e => Assert.InRange(e, 1e-5, 1e-2));
             Assert.True(backend.Captures - captures0 >= 1, "the plan should be captured again under TF32");
         }
-        finally { Settings.AllowTf32 = false; }
+        finally { Settings.AllowTf32 = false; CudaBackend.MaxGraphs = savedMax; }
         Assert.True(MaxError() < 1e-5, "fp32 again once TF32 is off");
+    }
+
+    [Fact]
+    public void ADenseCopyAboveTheGeneratedKernelsRankInsideACapturedPlan()
+    {
+        // index_add starts from a dense copy of its base; inside a plan being captured that copy is a generated
+        // kernel (limited to CudaCodegen.MaxRank axes), not a memcpy: a dense copy of any rank runs as one flat copy.
+        var d = Cuda();
+        var backend = (CudaBackend)Backends.For(d);
+        int[] shape = [3, 1, 2, 1, 2, 1, 2, 1, 2];   // rank 9
+        long captures0 = backend.Captures;
+        for (int round = 0; round < 3; round++)
+        {
+            var x = Tensor.RandomNormal(shape, 700 + round);
+            var src = Tensor.RandomNormal([2, 1, 2, 1, 2, 1, 2, 1, 2], 710 + round);
+            var index = Tensor.FromArray(new long[] { 2, round % 3 });
+            Same(t => Ops.IndexAdd(t[0] * 2, 0, t[1], t[2]), [x, index, src], $"rank-9 index_add, round {round}");
+        }
+        Assert.True(backend.Captures - captures0 >= 1, "the repeated plan should have been captured");
     }
 
     [Fact]
@@ -644,4 +666,5 @@ public class CudaGraphTests
         }
         finally { CudaBackend.MaxGraphs = saved; }
     }
+
 }

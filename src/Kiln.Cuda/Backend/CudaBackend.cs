@@ -220,7 +220,22 @@ internal sealed partial class CudaBackend : IDeviceBackend
     /// <param name="indexed">the steps read the flat output index <c>i</c> (no vector variant, which walks groups)</param>
     private Realised Run(int[] shape, DType outType, Realised[] x, List<string> steps, string key, Realised? into = null, bool indexed = false)
     {
-        if (shape.Length > CudaCodegen.MaxRank) throw new NotSupportedException($"CUDA backend: rank {shape.Length} > {CudaCodegen.MaxRank}");
+        if (shape.Length > CudaCodegen.MaxRank)
+        {
+            // Axes that every operand walks as one run (and size-1 axes) merge; the dense output's flat order is unchanged.
+            var (merged, views) = MergeAxes(shape, x);
+            if (merged.Length > CudaCodegen.MaxRank)
+            {
+                foreach (var v in views) Evaluator.Release(v);
+                throw new NotSupportedException($"CUDA backend: {Shapes.Format(shape)} has {merged.Length} axes that cannot be merged (the generated kernels take {CudaCodegen.MaxRank})");
+            }
+            var whole = into ?? Allocate(outType, shape);
+            var flat = new Realised(whole.Buffer, whole.Offset, merged, Shapes.ContiguousStrides(merged));
+            Run(merged, outType, views, steps, key, flat, indexed);
+            Evaluator.Release(flat);
+            foreach (var v in views) Evaluator.Release(v);
+            return whole;
+        }
         var inTypes = x.Select(i => i.DType).ToArray();
         bool[] scalar = x.Select(i => i.Numel == 1).ToArray();
         bool dense = x.All(i => i.Numel == 1 || (i.IsContiguous && Shapes.Equal(i.Shape, shape)));
@@ -242,6 +257,40 @@ internal sealed partial class CudaBackend : IDeviceBackend
         kernel.Launch(blocks, Threads, 0, _current, args);
         Interlocked.Increment(ref Launches);
         return o;
+    }
+
+    /// <summary>
+    /// <paramref name="shape"/> with size-1 axes dropped and neighbours merged where every operand's strides (aligned
+    /// to the output, 0 where broadcast) make them one run; views of the operands in the merged shape.
+    /// </summary>
+    internal static (int[] Shape, Realised[] Views) MergeAxes(int[] shape, Realised[] x)
+    {
+        int rank = shape.Length;
+        var strides = x.Select(v => Enumerable.Range(0, rank).Select(d =>
+        {
+            int lead = rank - v.Shape.Length;
+            return d < lead || v.Shape[d - lead] == 1 ? 0L : v.Strides[d - lead];
+        }).ToArray()).ToArray();
+        var dims = new List<long>();
+        var runs = x.Select(_ => new List<long>()).ToArray();
+        for (int d = 0; d < rank; d++)
+        {
+            if (shape[d] == 1) continue;
+            int last = dims.Count - 1;
+            bool oneRun = last >= 0;
+            for (int k = 0; k < x.Length && oneRun; k++) oneRun = runs[k][last] == strides[k][d] * shape[d];
+            if (oneRun)
+            {
+                dims[last] *= shape[d];
+                for (int k = 0; k < x.Length; k++) runs[k][last] = strides[k][d];
+                continue;
+            }
+            dims.Add(shape[d]);
+            for (int k = 0; k < x.Length; k++) runs[k].Add(strides[k][d]);
+        }
+        int[] merged = dims.Count == 0 ? [1] : dims.Select(n => checked((int)n)).ToArray();
+        var views = x.Select((v, k) => new Realised(v.Buffer, v.Offset, merged, dims.Count == 0 ? [0L] : runs[k].ToArray())).ToArray();
+        return (merged, views);
     }
 
     private static bool Aligned16(Realised v) => (Ptr(v) + (ulong)(v.Offset * v.DType.SizeInBytes())) % 16 == 0;
@@ -497,8 +546,14 @@ internal sealed partial class CudaBackend : IDeviceBackend
     }
 
     /// <summary>fp32 accumulation; fp32 inputs through TF32 tensor cores when <see cref="Settings.AllowTf32"/> is on.</summary>
-    private static CublasComputeType ComputeFor(CudaDataType type) =>
-        type == CudaDataType.R32F && Settings.AllowTf32 ? CublasComputeType.Compute32FFastTF32 : CublasComputeType.Compute32F;
+    private CublasComputeType ComputeFor(CudaDataType type)
+    {
+        if (type != CudaDataType.R32F) return CublasComputeType.Compute32F;
+        _fp32Gemms = true;   // a plan being captured depends on the setting
+        return Settings.AllowTf32 ? CublasComputeType.Compute32FFastTF32 : CublasComputeType.Compute32F;
+    }
+
+    private volatile bool _fp32Gemms;   // set by any fp32 GEMM; reset around a capture (CudaGraphs)
 
     /// <summary>The cuBLASLt storage type of a GEMM in <paramref name="t"/> (fp32 accumulation; TF32 only when
     /// allowed); null for fp64, which a plain kernel does (it is for checking, not speed).</summary>

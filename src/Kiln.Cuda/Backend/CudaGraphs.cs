@@ -64,11 +64,12 @@ internal sealed partial class CudaBackend : IPlanRunner
             _current = GraphStream;
             try
             {
-                if (pg.Exec is not null && pg.Tf32 != Settings.AllowTf32)
+                if (pg.Exec is not null && pg.Fp32Gemms && pg.Tf32 != Settings.AllowTf32)
                 {
                     // The GEMMs' compute type is fixed in a captured graph: capture again under the new setting.
                     GraphStream.Synchronize();
                     pg.Drop(_alloc);
+                    lock (_recent) { if (pg.Recent is not null) { _recent.Remove(pg.Recent); pg.Recent = null; } }
                 }
                 if (pg.Exec is null) { pg.Tf32 = Settings.AllowTf32; Capture(plan, inputs, pg); }
                 long t0 = LogReplays ? System.Diagnostics.Stopwatch.GetTimestamp() : 0, staged0 = InputsStaged, patched0 = LaunchesPatched;
@@ -149,6 +150,7 @@ internal sealed partial class CudaBackend : IPlanRunner
         while (_sideStreams.Length < SideStreams) _sideStreams = [.. _sideStreams, new CudaStream(_context, nonBlocking: true)];
         if (_blas.IsValueCreated) foreach (var side in _sideStreams) _blas.Value.EnsureWorkspace(side);
         _log = new CaptureLog();
+        _fp32Gemms = false;
         CudaKernel.Recorder = _log;
         GraphStream.BeginCapture(StreamCaptureMode.ThreadLocal);
         Realised[] vals;
@@ -156,6 +158,7 @@ internal sealed partial class CudaBackend : IPlanRunner
         try { vals = SideStreams > 0 ? ExecuteForked(plan, pg.Staged, events) : ExecuteAll(plan, pg.Staged); }
         catch { try { GraphStream.EndCapture().Dispose(); } catch (CudaException) { } foreach (var e in events) e.Dispose(); throw; }
         finally { CudaKernel.Recorder = null; _current = GraphStream; }
+        pg.Fp32Gemms = _fp32Gemms;
         pg.Graph = GraphStream.EndCapture();   // kept: its node handles address the exec's nodes when re-pointing
         foreach (var e in events) e.Dispose();   // captured as graph edges; the events themselves are done
         pg.Exec = pg.Graph.Instantiate();
@@ -164,7 +167,7 @@ internal sealed partial class CudaBackend : IPlanRunner
         var outputs = plan.OwnersOf.Select((o, i) => (o, i)).Where(t => t.o.Length > 0).Select(t => (t.i, vals[t.i])).ToArray();
         Relocatable(pg, outputs, _log);
         Interlocked.Increment(ref Captures);
-        Evict();
+        Evict(keep: pg);
     }
 
     /// <summary>
@@ -193,7 +196,8 @@ internal sealed partial class CudaBackend : IPlanRunner
         pg.Outputs = outs.ToArray();
         pg.OutputGroups = groups.ToArray();
         pg.SharedCopies = new HashSet<Runtime.Buffer>(outs.Where(o => o.Item3 < 0).GroupBy(o => o.Item2.Buffer, ReferenceEqualityComparer.Instance)
-            .Where(g => g.Count() > 1).Select(g => (Runtime.Buffer)g.Key!), ReferenceEqualityComparer.Instance);
+            .Where(g => g.Count() > 1 && g.Sum(o => o.Item2.Numel) * 2 >= ((Runtime.Buffer)g.Key!).Length)   // worth copying whole
+            .Select(g => (Runtime.Buffer)g.Key!), ReferenceEqualityComparer.Instance);
         var all = pg.Inputs.OfType<Binding>().Concat(groups.Select(t => t.B)).ToArray();
         pg.Launches = log.Launches.ToArray();
         pg.Uses = new (int Arg, Binding B)[pg.Launches.Length][];
@@ -368,22 +372,33 @@ internal sealed partial class CudaBackend : IPlanRunner
             struct kiln_copy { const unsigned char* src; unsigned char* dst; long long bytes; };
             struct kiln_copies { int n; int pad; kiln_copy e[{{CopyBatch.Capacity}}]; };
             struct __align__(16) kiln_u4 { unsigned x, y, z, w; };
+            // Bytes up to the first W-aligned address, W-byte lanes, the bytes left (src and dst equally misaligned).
+            template <typename W> __device__ void kiln_copy_lanes(const kiln_copy& e, long long i0, long long step)
+            {
+                const unsigned long long w = sizeof(W);
+                long long head = (long long)((w - ((unsigned long long)e.src & (w - 1))) & (w - 1));
+                if (head > e.bytes) head = e.bytes;
+                long long n = (e.bytes - head) / (long long)w, tail = head + n * (long long)w;
+                if (i0 < head) e.dst[i0] = e.src[i0];
+                if (i0 < e.bytes - tail) e.dst[tail + i0] = e.src[tail + i0];
+                const W* s = (const W*)(e.src + head); W* d = (W*)(e.dst + head);
+                for (long long i = i0; i < n; i += step) d[i] = s[i];
+            }
             extern "C" __global__ void {{name}}(kiln_copies c)
             {
                 if ((int)blockIdx.y >= c.n) return;
                 kiln_copy e = c.e[blockIdx.y];
                 long long i0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, step = (long long)gridDim.x * blockDim.x;
-                if ((((unsigned long long)e.src | (unsigned long long)e.dst | (unsigned long long)e.bytes) & 15ULL) == 0)
-                {
-                    const kiln_u4* s = (const kiln_u4*)e.src; kiln_u4* d = (kiln_u4*)e.dst; long long n = e.bytes >> 4;
-                    for (long long i = i0; i < n; i += step) d[i] = s[i];
-                }
-                else for (long long i = i0; i < e.bytes; i += step) e.dst[i] = e.src[i];
+                unsigned long long skew = (unsigned long long)e.src ^ (unsigned long long)e.dst;
+                if ((skew & 15ULL) == 0) kiln_copy_lanes<kiln_u4>(e, i0, step);
+                else if ((skew & 3ULL) == 0) kiln_copy_lanes<unsigned>(e, i0, step);
+                else kiln_copy_lanes<unsigned char>(e, i0, step);
             }
             """);
         foreach (var (parameters, count, maxBytes) in batch.Launches())
         {
-            uint blocks = (uint)Math.Clamp((maxBytes / 16 + Threads - 1) / Threads, 1, 64);
+            // Enough blocks for the largest copy to fill the GPU (each copy's row of blocks exits once its part is done).
+            uint blocks = (uint)Math.Clamp((maxBytes / 16 + Threads - 1) / Threads, 1, Math.Max(64, _context.Device.SmCount * 4));
             kernel.LaunchPacked(new Dim3(blocks, (uint)count), Threads, 0, _current, parameters);
             Interlocked.Increment(ref Launches);
         }
@@ -495,8 +510,11 @@ internal sealed partial class CudaBackend : IPlanRunner
         }
     }
 
-    /// <summary>Drops the least recently replayed graphs above MaxGraphs (a graph busy on another thread is skipped).</summary>
-    private void Evict()
+    /// <summary>
+    /// Drops the least recently replayed graphs above MaxGraphs. A graph busy on another thread is skipped, and so is
+    /// <paramref name="keep"/>, the one just captured: this thread holds its lock, so TryEnter alone would not spare it.
+    /// </summary>
+    private void Evict(PlanGraph keep)
     {
         lock (_recent)
         {
@@ -505,7 +523,7 @@ internal sealed partial class CudaBackend : IPlanRunner
             {
                 var next = node.Next;
                 var victim = node.Value;
-                if (Monitor.TryEnter(victim))
+                if (victim != keep && Monitor.TryEnter(victim))
                 {
                     try
                     {
@@ -569,7 +587,8 @@ internal sealed partial class CudaBackend : IPlanRunner
         public LaunchRecord[] Launches = [];
         public (int Arg, Binding B)[][] Uses = [];
         public LinkedListNode<PlanGraph>? Recent;
-        public bool Tf32;   // Settings.AllowTf32 when captured
+        public bool Tf32;        // Settings.AllowTf32 when captured
+        public bool Fp32Gemms;   // it captured fp32 GEMMs, whose compute type follows Settings.AllowTf32
         /// <summary>Captured buffers that several copied-out outputs are views of (copied once per replay, see TryRunCore).</summary>
         public HashSet<Runtime.Buffer> SharedCopies = new(ReferenceEqualityComparer.Instance);
 

@@ -111,7 +111,9 @@ internal static class CudaIndexCodegen
             long long off = meta[0]; int ro = (int)meta[1], ri = (int)meta[2];
             const long long* os = meta + 3; const long long* ost = os + ro; const long long* is = ost + ro; const long long* ist = is + ri;
             long long count = 1; for (int d = 0; d < ri; ++d) count *= is[d];
-            long long chunk = (count + parts - 1) / parts, step1 = ri == 1 ? ist[0] : 0;
+            // Parts are whole multiples of 4 elements, so every part of a 16-byte aligned row starts aligned (16-byte loads);
+            // trailing parts may be short or empty (an empty part is the identity state).
+            long long chunk = ((count + parts - 1) / parts + 3) & ~3LL, step1 = ri == 1 ? ist[0] : 0;
             auto baseOf = [&](long long i) { long long b = off, rem = i; for (int d = ro - 1; d >= 0; --d) { long long c = rem % os[d]; rem /= os[d]; b += c * ost[d]; } return b; };
             auto offsetOf = [&](long long b, long long j)
             {
@@ -124,7 +126,7 @@ internal static class CudaIndexCodegen
             {
                 __shared__ kst sh[32];
                 long long i = blockIdx.x / parts, p = blockIdx.x % parts;
-                long long j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
+                long long j0 = p * chunk < count ? p * chunk : count, j1 = j0 + chunk < count ? j0 + chunk : count;
                 long long b = baseOf(i), by = blockDim.x, j = j0 + threadIdx.x;
                 kst s = st_init();
         {{(input == DType.Float32 ? Vector4Rows : "")}}
@@ -146,7 +148,7 @@ internal static class CudaIndexCodegen
             }
             else
             {
-                long long p = blockIdx.y, j0 = p * chunk, j1 = j0 + chunk < count ? j0 + chunk : count;
+                long long p = blockIdx.y, j0 = p * chunk < count ? p * chunk : count, j1 = j0 + chunk < count ? j0 + chunk : count;
                 for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
                 {
                     long long b = baseOf(i), j = j0;

@@ -41,8 +41,14 @@ internal sealed partial class CudaBackend
             var xs = DenseRow(x[0], dt, name); int cols = xs.Shape[^1]; long rows = cols == 0 ? 0 : xs.Numel / cols;
             var o = Allocate(dt, node.Shape);
             float eps = (float)((NormAttrs)node.Attrs!).Eps;
-            if (x.Length == 2) Kern.RmsNorm(P(xs), P(DenseRow(x[1], dt, name)), P(o), rows, cols, eps, dt, S);
-            else Kern.LayerNorm(P(xs), P(DenseRow(x[1], dt, name)), P(DenseRow(x[2], dt, name)), P(o), rows, cols, eps, dt, S);
+            var w = DenseRow(x[1], dt, name);
+            if (x.Length == 2) { Kern.RmsNorm(P(xs), P(w), P(o), rows, cols, eps, dt, S); ReleaseCopies(x, xs, w); }
+            else
+            {
+                var b = DenseRow(x[2], dt, name);
+                Kern.LayerNorm(P(xs), P(w), P(b), P(o), rows, cols, eps, dt, S);
+                ReleaseCopies(x, xs, w, b);
+            }
             return o;
         }
         if (ReferenceEquals(op, OpTable.RmsNormGrad) || ReferenceEquals(op, OpTable.LayerNormGrad))
