@@ -84,6 +84,14 @@ public static class CudaRows
                 var a = Rand([d, r], 23, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16); var bb = Rand([r, d], 24, dev, 0.01, dtype: DType.BFloat16);
                 return () => x.MatMul(w) + x.MatMul(a).MatMul(bb) * s;
             }, us => flops / us / 1e6, "TFLOP/s");
+            // A tanh-GELU MLP's backward to its pre-activation, as autograd writes it: (dy·W2ᵀ)·gelu_tanh'(pre) — one
+            // GEMM with cuBLASLt's DGELU epilogue (fusion off: the GEMM, then an elementwise kernel).
+            yield return new Case($"gelu_bwd_bf16_{b}x{t}x{d}", $"d pre of gelu_tanh(pre)·W2, pre=({b},{t},{d}) W2={d}x{d} bf16", dev =>
+            {
+                var pre = Rand([b, t, d], 31, dev, dtype: DType.BFloat16); var w2 = Rand([d, d], 32, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16);
+                var dy = Rand([b, t, d], 33, dev, dtype: DType.BFloat16);
+                return () => Autograd.Grad((pre.Gelu(GeluApproximation.Tanh).MatMul(w2) * dy).Sum(), pre)[0];
+            }, us => 2 * m * d * d / us / 1e6, "TFLOP/s");
             yield return new Case($"gemm_xw_bf16_{b}x{t}x{d}", $"x@W, x=({b},{t},{d}) W={d}x{d} bf16 (the LoRA row's floor)", dev =>
             {
                 var x = Rand([b, t, d], 21, dev, dtype: DType.BFloat16); var w = Rand([d, d], 22, dev, 1 / Math.Sqrt(d), dtype: DType.BFloat16);

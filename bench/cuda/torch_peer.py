@@ -65,6 +65,11 @@ def matmul_tf32(x, w):
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def gelu_bwd(pre, w2, dy):
+    # What autograd runs for d pre of (gelu_tanh(pre) @ w2 * dy).sum(): dy @ w2.T, then aten's gelu_backward.
+    return torch.ops.aten.gelu_backward(dy @ w2.T, pre, approximate="tanh")
+
+
 def scale_copy(x):
     return x * 1.0001
 
@@ -107,6 +112,9 @@ def cases():
            lambda: (rand((b, t, d), 21).to(bf), rand((d, d), 22, d ** -0.5).to(bf),
                     rand((d, r), 23, d ** -0.5).to(bf), rand((r, d), 24, 0.01).to(bf)),
            lora_fwd, lambda us: lflops / us / 1e6, "TFLOP/s", True)
+    yield (f"gelu_bwd_bf16_{b}x{t}x{d}", f"d pre of gelu_tanh(pre)·W2, pre=({b},{t},{d}) W2={d}x{d} bf16",
+           lambda: (rand((b, t, d), 31).to(bf), rand((d, d), 32, d ** -0.5).to(bf), rand((b, t, d), 33).to(bf)),
+           gelu_bwd, lambda us: 2 * m * d * d / us / 1e6, "TFLOP/s", True)
     yield (f"gemm_xw_bf16_{b}x{t}x{d}", f"x@W, x=({b},{t},{d}) W={d}x{d} bf16 (the LoRA row's floor)",
            lambda: (rand((b, t, d), 21).to(bf), rand((d, d), 22, d ** -0.5).to(bf)),
            matmul, lambda us: 2 * m * d * d / us / 1e6, "TFLOP/s", False)

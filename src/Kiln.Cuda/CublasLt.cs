@@ -88,17 +88,17 @@ public sealed unsafe class CublasLt : IDisposable
     public void MatmulRowMajor(int m, int n, int k, CudaDataType type, ulong a, ulong b, ulong d,
         float alpha = 1f, float beta = 0f, CudaStream? stream = null,
         CublasComputeType compute = CublasComputeType.Compute32F, CublasLtEpilogue epilogue = CublasLtEpilogue.Default,
-        ulong bias = 0, bool aTransposed = false, bool bTransposed = false)
+        ulong bias = 0, bool aTransposed = false, bool bTransposed = false, ulong aux = 0)
     {
         // Column-major view: D'(n x m, ld n) = B'(n x k) @ A'(k x m). Row-major B [k,n] is column-major n x k
         // with ld n (no op); row-major [n,k] (B transposed) is column-major k x n with ld k, so op T.
         Matmul(bTransposed ? CublasOperation.T : CublasOperation.N, aTransposed ? CublasOperation.T : CublasOperation.N, n, m, k, type,
-            b, bTransposed ? k : n, a, aTransposed ? m : k, d, n, alpha, beta, stream, compute, epilogue, bias);
+            b, bTransposed ? k : n, a, aTransposed ? m : k, d, n, alpha, beta, stream, compute, epilogue, bias, aux, aux == 0 ? 0 : n);
     }
 
     /// <summary>What a GEMM's descriptors and chosen algorithm depend on (pointers only through their alignment).</summary>
     private readonly record struct GemmKey(CublasOperation TransA, CublasOperation TransB, int M, int N, int K, CudaDataType Type,
-        long Lda, long Ldb, long Ldd, CublasComputeType Compute, CublasLtEpilogue Epilogue, bool Bias, uint AlignA, uint AlignB, uint AlignD);
+        long Lda, long Ldb, long Ldd, CublasComputeType Compute, CublasLtEpilogue Epilogue, bool Bias, uint AlignA, uint AlignB, uint AlignD, long AuxLd);
 
     /// <summary>Descriptors, layouts and the heuristic's algorithm for one GemmKey, made once (the heuristic
     /// query alone costs tens of µs of host time) and kept for the handle's life.</summary>
@@ -132,14 +132,15 @@ public sealed unsafe class CublasLt : IDisposable
     private static uint Alignment(ulong p) => p == 0 ? 256u : (uint)Math.Min(256UL, p & (~p + 1));
 
     /// <summary>Column-major D[m,n] = alpha * op(A) @ op(B) + beta * C with C = D (cuBLAS conventions;
-    /// lda/ldb/ldd in elements). The bias, when set with a bias epilogue, has m elements.</summary>
+    /// lda/ldb/ldd in elements). The bias, when set with a bias epilogue, has m elements; the auxiliary matrix of a
+    /// DGELU epilogue (the forward's pre-activation) is laid out as D with leading dimension <paramref name="auxLd"/>.</summary>
     public void Matmul(CublasOperation transA, CublasOperation transB, int m, int n, int k, CudaDataType type,
         ulong a, long lda, ulong b, long ldb, ulong d, long ldd, float alpha = 1f, float beta = 0f,
         CudaStream? stream = null, CublasComputeType compute = CublasComputeType.Compute32F,
-        CublasLtEpilogue epilogue = CublasLtEpilogue.Default, ulong bias = 0)
+        CublasLtEpilogue epilogue = CublasLtEpilogue.Default, ulong bias = 0, ulong aux = 0, long auxLd = 0)
     {
         Context.MakeCurrent();
-        var key = new GemmKey(transA, transB, m, n, k, type, lda, ldb, ldd, compute, epilogue, bias != 0, Alignment(a), Alignment(b), Alignment(d));
+        var key = new GemmKey(transA, transB, m, n, k, type, lda, ldb, ldd, compute, epilogue, bias != 0, Alignment(a), Alignment(b), Alignment(d), aux == 0 ? 0 : auxLd);
         lock (_gate)
         {
             if (!_plans.TryGetValue(key, out var plan)) _plans[key] = plan = CreatePlan(key);
@@ -147,6 +148,11 @@ public sealed unsafe class CublasLt : IDisposable
             {
                 ulong bp = bias;
                 Check(CublasLtNative.cublasLtMatmulDescSetAttribute(plan.Desc, (int)CublasLtMatmulDescAttribute.BiasPointer, &bp, (nuint)sizeof(ulong)), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+            }
+            if (aux != 0)
+            {
+                ulong xp = aux;
+                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(plan.Desc, (int)CublasLtMatmulDescAttribute.EpilogueAuxPointer, &xp, (nuint)sizeof(ulong)), "cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_POINTER)");
             }
             var algo = plan.Algo;
             var ws = WorkspaceFor(stream);
@@ -171,6 +177,11 @@ public sealed unsafe class CublasLt : IDisposable
             {
                 uint ep = (uint)g.Epilogue;
                 Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.Epilogue, &ep, sizeof(uint)), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
+            }
+            if (g.AuxLd != 0)
+            {
+                long auxLd = g.AuxLd;
+                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(desc, (int)CublasLtMatmulDescAttribute.EpilogueAuxLd, &auxLd, sizeof(long)), "cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_LD)");
             }
             int m = g.M, n = g.N, k = g.K;
             int aRows = g.TransA == CublasOperation.N ? m : k, aCols = g.TransA == CublasOperation.N ? k : m;

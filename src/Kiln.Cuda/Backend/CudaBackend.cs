@@ -442,6 +442,27 @@ internal sealed partial class CudaBackend : IDeviceBackend
             Evaluator.Release(y);
             return r;
         }
+        if (ReferenceEquals(op, OpTable.MatMulProgram))
+        {
+            // Made on CUDA only as product · gelu_tanh_grad(p) (Passes/MatMulProgramFusion): cuBLASLt's DGELU epilogue,
+            // p its auxiliary matrix (laid out as the product: dense, leading dimension a multiple of 8, 16-byte aligned).
+            var pa = (MatMulProgramAttrs)node.Attrs!;
+            if (pa.MatMulInputs != 2 || Kiln.Passes.MatMulProgramFusion.DGeluAux(pa.Program, pa.Slot, x.Length - 1) is null)
+                throw new NotSupportedException($"matmul_program on {_device}: only a product times gelu_tanh_grad (the program was [{pa.Program}])");
+            var aux = x[2];
+            if (aux.IsContiguous && Aligned16(aux) && node.Shape[^1] % 8 == 0 && !_noDGelu.Contains(node.DType))
+            {
+                var o = Allocate(node.DType, node.Shape);
+                // The heuristic finding no algorithm fails before anything is launched: the two-step form below, from now on.
+                try { if (GemmInto(o, x[0], x[1], 1f, 0f, epilogue: CublasLtEpilogue.DGelu, aux: aux)) { Interlocked.Increment(ref DGeluGemms); return o; } }
+                catch (CudaException e) when (e.Call == "cublasLtMatmulAlgoGetHeuristic") { _noDGelu.Add(node.DType); }
+                Evaluator.Release(o);
+            }
+            var y = MatMul(node, x[0], x[1]);
+            Realised[] ins = pa.Slot == 0 ? [y, aux] : [aux, y];
+            var steps = CudaCodegen.Program(pa.Program.Steps, node.DType)!;
+            return Run(node.Shape, node.DType, ins, steps, "dgelu_" + node.DType + "_" + pa.Slot, into: y);   // in place over the product
+        }
         if (ReferenceEquals(op, OpTable.SwiGlu))
         {
             var gate = MatMul(node, x[0], x[1]); var up = MatMul(node, x[0], x[2]);
@@ -473,6 +494,10 @@ internal sealed partial class CudaBackend : IDeviceBackend
         }
         return null;
     }
+
+    /// <summary>GEMMs run with cuBLASLt's DGELU epilogue (a tanh-GELU backward in the GEMM).</summary>
+    public long DGeluGemms;
+    private readonly HashSet<DType> _noDGelu = [];   // dtypes cuBLASLt had no DGELU algorithm for (Execute is serialised)
 
     private Realised MatMul(Node node, Realised a, Realised b) => MatMulTo(node.Shape, a, b);
 
@@ -519,7 +544,7 @@ internal sealed partial class CudaBackend : IDeviceBackend
         _ => null,
     };
 
-    private bool GemmInto(Realised o, Realised a, Realised b, float alpha, float beta, Realised? bias = null, CublasLtEpilogue? epilogue = null)
+    private bool GemmInto(Realised o, Realised a, Realised b, float alpha, float beta, Realised? bias = null, CublasLtEpilogue? epilogue = null, Realised? aux = null)
     {
         if (GemmType(a.DType) is not { } type || SharedMatrix(b) is not { } b2) return false;
         // A bias (one value per output column, dense) rides the GEMM's epilogue.
@@ -537,8 +562,10 @@ internal sealed partial class CudaBackend : IDeviceBackend
         Foreign(pa); Foreign(pb); Foreign(po);   // cuBLASLt's kernels: their arguments are not ours to re-point
         ulong pbias = bias is null ? 0 : Ptr(bias) + (ulong)(bias.Offset * size);
         if (bias is not null) Foreign(pbias);
+        ulong paux = aux is null ? 0 : Ptr(aux) + (ulong)(aux.Offset * size);
+        if (aux is not null) Foreign(paux);
         _blas.Value.MatmulRowMajor((int)(batches * m), n, k, type, pa, pb, po, alpha, beta, _current,
-            compute: ComputeFor(type), epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false);
+            compute: ComputeFor(type), epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false, aux: paux);
         Interlocked.Increment(ref Launches);
         if (!ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
         if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);

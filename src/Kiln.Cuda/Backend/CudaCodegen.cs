@@ -96,6 +96,12 @@ internal static class CudaCodegen
         if (ReferenceEquals(op, OpTable.Square)) return $"({a} * {a})";
         if (ReferenceEquals(op, OpTable.Silu)) return $"({a} / ({L(1)} + {F("exp")}(-{a})))";
         if (ReferenceEquals(op, OpTable.GeluTanh)) return $"({L(0.5)} * {a} * ({L(1)} + {F("tanh")}({L(0.7978845608028654)} * ({a} + {L(0.044715)} * {a} * {a} * {a}))))";
+        if (ReferenceEquals(op, OpTable.GeluTanhGrad))
+        {
+            // ½(1 + t) + ½x(1 − t²)·k0(1 + 3k1x²), t = tanh(k0(x + k1x³)): the lambda keeps t in one register
+            string th = $"{F("tanh")}({L(0.7978845608028654)} * ({a} + {L(0.044715)} * {a} * {a} * {a}))";
+            return $"([&]() {{ auto t_ = {th}; return {L(0.5)} * ({L(1)} + t_) + {L(0.5)} * {a} * ({L(1)} - t_ * t_) * {L(0.7978845608028654)} * ({L(1)} + {L(3 * 0.044715)} * {a} * {a}); }}())";
+        }
         if (ReferenceEquals(op, OpTable.GeluErf)) return $"({L(0.5)} * {a} * ({L(1)} + {F("erf")}({a} * {L(0.7071067811865476)})))";
         if (b is null) return null;
         if (ReferenceEquals(op, OpTable.Add)) return $"({a} + {b})";

@@ -52,7 +52,7 @@ internal static class FusedCodegen
         [OpTable.Neg] = "Neg", [OpTable.Abs] = "Abs", [OpTable.Exp] = "Exp", [OpTable.Log] = "Log",
         [OpTable.Sqrt] = "Sqrt", [OpTable.Rsqrt] = "Rsqrt", [OpTable.Sin] = "Sin", [OpTable.Cos] = "Cos",
         [OpTable.Tanh] = "Tanh", [OpTable.Sigmoid] = "Sigmoid", [OpTable.Relu] = "Relu", [OpTable.Square] = "Square",
-        [OpTable.Silu] = "Silu", [OpTable.GeluTanh] = "GeluTanh", [OpTable.GeluErf] = "GeluErf", [OpTable.Erf] = "Erf",
+        [OpTable.Silu] = "Silu", [OpTable.GeluTanh] = "GeluTanh", [OpTable.GeluTanhGrad] = "GeluTanhGrad", [OpTable.GeluErf] = "GeluErf", [OpTable.Erf] = "Erf",
     };
 
     private readonly record struct Key(FusedProgram Program, Type Element, ulong ScalarMask);

@@ -25,7 +25,7 @@ internal static class FusedKernel
         [OpTable.Sin] = (U32.Sin, U64.Sin), [OpTable.Cos] = (U32.Cos, U64.Cos), [OpTable.Tanh] = (U32.Tanh, U64.Tanh),
         [OpTable.Sigmoid] = (U32.Sigmoid, U64.Sigmoid), [OpTable.Relu] = (U32.Relu, U64.Relu),
         [OpTable.Square] = (U32.Square, U64.Square), [OpTable.Silu] = (U32.Silu, U64.Silu),
-        [OpTable.GeluTanh] = (U32.GeluTanh, U64.GeluTanh), [OpTable.GeluErf] = (U32.GeluErf, U64.GeluErf),
+        [OpTable.GeluTanh] = (U32.GeluTanh, U64.GeluTanh), [OpTable.GeluTanhGrad] = (U32.GeluTanhGrad, U64.GeluTanhGrad), [OpTable.GeluErf] = (U32.GeluErf, U64.GeluErf),
         [OpTable.Erf] = (U32.Erf, U64.Erf),
     };
 

@@ -42,6 +42,21 @@ internal static class UnaryKernels<T> where T : unmanaged, IFloatingPointIeee754
         TensorPrimitives.Multiply(y, half, y);
     }
 
+    /// <summary>
+    /// d/dx of the tanh GELU: 0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh(√(2/π)·(x + 0.044715·x³)).
+    /// One op for the backward of gelu_tanh (what cuBLASLt's DGELU epilogue computes), in the vector forms' order.
+    /// </summary>
+    public static void GeluTanhGrad(ReadOnlySpan<T> x, Span<T> y)
+    {
+        T c = T.CreateChecked(0.7978845608028654), k = T.CreateChecked(0.044715), k3 = T.CreateChecked(0.134145), half = T.CreateChecked(0.5);
+        for (int i = 0; i < x.Length; i++)
+        {
+            T v = x[i], v2 = v * v;
+            T t = T.Tanh((v2 * k + T.One) * v * c);
+            y[i] = (t + T.One) * half + v * half * (T.One - t * t) * ((v2 * k3 + T.One) * c);
+        }
+    }
+
     /// <summary>0.5·x·(1 + erf(x/√2)), PyTorch's exact GELU.</summary>
     public static void GeluErf(ReadOnlySpan<T> x, Span<T> y)
     {

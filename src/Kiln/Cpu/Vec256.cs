@@ -108,12 +108,34 @@ internal static class Vec256
         return (Tanh(y) + Vector256<float>.One) * x * Vector256.Create(0.5f);
     }
 
+    /// <summary>d/dx of the tanh GELU, in UnaryKernels.GeluTanhGrad's order of operations.</summary>
+    [MethodImpl(Inline)]
+    public static Vector256<float> GeluTanhGrad(Vector256<float> x)
+    {
+        var x2 = x * x;
+        var t = Tanh((x2 * Vector256.Create(0.044715f) + Vector256<float>.One) * x * Vector256.Create(0.7978845608028654f));
+        var half = Vector256.Create(0.5f);
+        var du = (x2 * Vector256.Create(0.134145f) + Vector256<float>.One) * Vector256.Create(0.7978845608028654f);
+        return (t + Vector256<float>.One) * half + x * half * (Vector256<float>.One - t * t) * du;
+    }
+
     [MethodImpl(Inline)]
     public static Vector256<double> GeluTanh(Vector256<double> x)
     {
         var y = x * x * Vector256.Create(0.044715) + Vector256<double>.One;
         y = y * x * Vector256.Create(0.7978845608028654);
         return (Tanh(y) + Vector256<double>.One) * x * Vector256.Create(0.5);
+    }
+
+    /// <summary>d/dx of the tanh GELU, in UnaryKernels.GeluTanhGrad's order of operations.</summary>
+    [MethodImpl(Inline)]
+    public static Vector256<double> GeluTanhGrad(Vector256<double> x)
+    {
+        var x2 = x * x;
+        var t = Tanh((x2 * Vector256.Create(0.044715) + Vector256<double>.One) * x * Vector256.Create(0.7978845608028654));
+        var half = Vector256.Create(0.5);
+        var du = (x2 * Vector256.Create(0.134145) + Vector256<double>.One) * Vector256.Create(0.7978845608028654);
+        return (t + Vector256<double>.One) * half + x * half * (Vector256<double>.One - t * t) * du;
     }
 
     // exact GELU and erf: the interpreter's double-precision series per lane (no vector erf exists).

@@ -109,12 +109,34 @@ internal static class Vec512
         return (Tanh(y) + Vector512<float>.One) * x * Vector512.Create(0.5f);
     }
 
+    /// <summary>d/dx of the tanh GELU, in UnaryKernels.GeluTanhGrad's order of operations.</summary>
+    [MethodImpl(Inline)]
+    public static Vector512<float> GeluTanhGrad(Vector512<float> x)
+    {
+        var x2 = x * x;
+        var t = Tanh((x2 * Vector512.Create(0.044715f) + Vector512<float>.One) * x * Vector512.Create(0.7978845608028654f));
+        var half = Vector512.Create(0.5f);
+        var du = (x2 * Vector512.Create(0.134145f) + Vector512<float>.One) * Vector512.Create(0.7978845608028654f);
+        return (t + Vector512<float>.One) * half + x * half * (Vector512<float>.One - t * t) * du;
+    }
+
     [MethodImpl(Inline)]
     public static Vector512<double> GeluTanh(Vector512<double> x)
     {
         var y = x * x * Vector512.Create(0.044715) + Vector512<double>.One;
         y = y * x * Vector512.Create(0.7978845608028654);
         return (Tanh(y) + Vector512<double>.One) * x * Vector512.Create(0.5);
+    }
+
+    /// <summary>d/dx of the tanh GELU, in UnaryKernels.GeluTanhGrad's order of operations.</summary>
+    [MethodImpl(Inline)]
+    public static Vector512<double> GeluTanhGrad(Vector512<double> x)
+    {
+        var x2 = x * x;
+        var t = Tanh((x2 * Vector512.Create(0.044715) + Vector512<double>.One) * x * Vector512.Create(0.7978845608028654));
+        var half = Vector512.Create(0.5);
+        var du = (x2 * Vector512.Create(0.134145) + Vector512<double>.One) * Vector512.Create(0.7978845608028654);
+        return (t + Vector512<double>.One) * half + x * half * (Vector512<double>.One - t * t) * du;
     }
 
     // exact GELU and erf: the interpreter's double-precision series per lane (no vector erf exists).

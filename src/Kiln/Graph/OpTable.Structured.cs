@@ -60,7 +60,12 @@ public static partial class OpTable
         c =>
         {
             Tensor a = c.Inputs[0], b = c.Inputs[1], g = c.Upstream;
-            return [SumTo(g.MatMul(b.Transpose(-1, -2)), a), SumTo(a.Transpose(-1, -2).MatMul(g), b)];
+            // A weight shared by every batch (x (..., m, k) · W (k, n), a Linear layer): the batch folds into the GEMM's
+            // inner dimension, dW = x₂ᵀ·g₂ over all rows at once — one GEMM, instead of a product per batch summed after.
+            var gradB = b.Rank == 2 && a.Rank > 2
+                ? a.Reshape(-1, a.Dim(-1)).Transpose(0, 1).MatMul(g.Reshape(-1, g.Dim(-1)))
+                : SumTo(a.Transpose(-1, -2).MatMul(g), b);
+            return [SumTo(g.MatMul(b.Transpose(-1, -2)), a), gradB];
         }, widensHalf: false);   // bf16/f16 are widened inside the GEMM's packing instead
 
     // ---------------- views (no data moved when the layout allows) ----------------

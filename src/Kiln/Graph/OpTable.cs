@@ -36,14 +36,23 @@ public static partial class OpTable
         var x = c.Inputs[0]; var s = x.Sigmoid();
         return [c.Upstream * s * (1 + x * (1 - s))];
     });
-    public static readonly OpDef GeluTanh = Unary("gelu_tanh", U32.GeluTanh, U64.GeluTanh, c =>
+
+    /// <summary>
+    /// gelu_tanh's derivative as one op (the backward reads upstream · gelu_tanh_grad(x)), so the optimizer can see it:
+    /// on CUDA a product times it is one GEMM with cuBLASLt's DGELU epilogue (Passes/MatMulProgramFusion).
+    /// With t = tanh(u), u = k0·(x + k1·x³): d = ½(1 + t) + ½x(1 − t²)u′, and d′ = (1 − t²)(u′ + ½x(u″ − 2t·u′²)).
+    /// </summary>
+    public static readonly OpDef GeluTanhGrad = Unary("gelu_tanh_grad", U32.GeluTanhGrad, U64.GeluTanhGrad, c =>
     {
         const double k0 = 0.7978845608028654, k1 = 0.044715;
         var x = c.Inputs[0];
         var t = ((x + x * x * x * k1) * k0).Tanh();
-        var d = (1 + t) * 0.5 + x * 0.5 * (1 - t.Square()) * k0 * (1 + x.Square() * (3 * k1));
-        return [c.Upstream * d];
+        var du = (1 + x.Square() * (3 * k1)) * k0;
+        var d2 = (1 - t.Square()) * (du + x * 0.5 * (x * (6 * k0 * k1) - t * du.Square() * 2));
+        return [c.Upstream * d2];
     });
+
+    public static readonly OpDef GeluTanh = Unary("gelu_tanh", U32.GeluTanh, U64.GeluTanh, c => [c.Upstream * Tensor.Apply(GeluTanhGrad, null, c.Inputs[0])]);
     public static readonly OpDef GeluErf = Unary("gelu_erf", U32.GeluErf, U64.GeluErf, c =>
     {
         var x = c.Inputs[0];

@@ -13,7 +13,7 @@ internal sealed class AttentionFusion : IRewritePass
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
         bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
-        if (!Is(n, OpTable.MatMul) || n.DType is not (DType.Float32 or DType.Float64)) return null;
+        if (!Is(n, OpTable.MatMul) || !FusableFloat(n)) return null;
         Node p = n.InputArray[0], v = n.InputArray[1];
         if (!Computed(p) || !SingleUse(p) || !Is(p, OpTable.Softmax) || ((IntAttrs)p.Attrs!).Value != p.Shape.Length - 1) return null;
         Node x = p.InputArray[0];

@@ -11,7 +11,7 @@ internal static class ElementwiseFusion
     public const string Name = "elementwise";
 
     public static bool Fusable(Node n) =>
-        FusedKernel.Supports(n.Op) && n.DType is DType.Float32 or DType.Float64 && n.InputArray.All(i => i.DType == n.DType);
+        FusedKernel.Supports(n.Op) && PatternHelpers.FusableFloat(n) && n.InputArray.All(i => i.DType == n.DType);
 
     /// <summary>Rewrites <paramref name="outputs"/>' graph with fused groups; returns the number of groups made.</summary>
     public static Node[] Apply(Node[] outputs, Func<Node, bool> isInput, out int groups)

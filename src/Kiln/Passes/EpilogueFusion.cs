@@ -15,7 +15,7 @@ internal sealed class EpilogueFusion : IRewritePass
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
         bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
-        if (n.DType is not (DType.Float32 or DType.Float64)) return null;
+        if (!FusableFloat(n)) return null;
         // act(epilogue without activation | matmul)
         int act = Array.IndexOf(Activations, n.Op);
         if (act >= 0)

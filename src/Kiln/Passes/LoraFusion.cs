@@ -1,7 +1,7 @@
 // LoRA fusion: x·W + (h·A·B)·s — with the scale on the product, on A or on B, or absent, an optional bias added
 // before or after, and the branch reading x itself or dropout of x (h = x·mask, possibly scaled: what LoraLinear
 // writes in training) — becomes one lora_linear node whose kernel folds s into the GEMM alpha.
-// W, A, B are 2-D (in,out), (in,r), (r,out); x and h are (..., in); fp32/fp64; s is a fill constant.
+// W, A, B are 2-D (in,out), (in,r), (r,out); x and h are (..., in); fp32/fp64 (bf16/fp16 too on CUDA); s is a fill constant.
 using Kiln.Graph;
 using static Kiln.Passes.PatternHelpers;
 
@@ -14,7 +14,7 @@ internal sealed class LoraFusion : IRewritePass
     public Node? Rewrite(Node n, Func<Node, bool> isInput)
     {
         bool Computed(Node v) => PatternHelpers.Computed(v, isInput);
-        if (!Is(n, OpTable.Add) || n.DType is not (DType.Float32 or DType.Float64)) return null;
+        if (!Is(n, OpTable.Add) || !FusableFloat(n)) return null;
         foreach (var (p, q) in Orders(n))
         {
             // (x·W + lora) + b with a bias b of shape (out,): the inner sum was fused first (inputs go first)

@@ -20,6 +20,13 @@ internal static class PatternHelpers
     /// </summary>
     public static bool SingleUse(Node n) => Consumers is null || !Consumers.TryGetValue(n, out int c) || c <= 1;
 
+    /// <summary>
+    /// A float dtype the fused ops take on the node's device: fp32 and fp64 everywhere; bf16 and fp16 also on CUDA,
+    /// whose fused kernels load half-precision operands into fp32 registers (the CPU's fused kernels are fp32/fp64).
+    /// </summary>
+    public static bool FusableFloat(Node n) =>
+        n.DType is DType.Float32 or DType.Float64 || (n.Device.Kind == DeviceKind.Cuda && n.DType is DType.BFloat16 or DType.Float16);
+
     /// <summary>A node computed inside the graph being optimized (not one of its fixed inputs).</summary>
     public static bool Computed(Node n, Func<Node, bool> isInput) => n.InputArray.Length > 0 && !isInput(n);
 }

@@ -23,6 +23,7 @@ public class FusedCodegenTests
         x => -x, x => x.Abs(), x => (x.Tanh() * 4).Exp(), x => (x.Abs() + 0.1).Log(), x => (x.Abs() + 0.1).Sqrt(),
         x => (x.Abs() + 0.1).Rsqrt(), x => (x.Tanh() * 4).Sin(), x => (x.Tanh() * 4).Cos(), x => x.Tanh(), x => x.Sigmoid(),
         x => x.Relu(), x => x.Square(), x => x.Silu(), x => x.Gelu(GeluApproximation.Tanh), x => x.Gelu(), x => x.Erf(),
+        x => Tensor.Apply(Kiln.Graph.OpTable.GeluTanhGrad, null, x),
     ];
 
     private static readonly Func<Tensor, Tensor, Tensor>[] Binary =

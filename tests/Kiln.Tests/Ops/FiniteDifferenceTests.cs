@@ -67,6 +67,8 @@ public class FiniteDifferenceTests
         ["relu"] = n => Check(n, x => x[0].Relu(), AwayFromZero(n, 0, 3, 4)),
         ["gelu_erf"] = n => Check(n, x => x[0].Gelu(), R(n, 0, 3, 4)),
         ["gelu_tanh"] = n => Check(n, x => x[0].Gelu(GeluApproximation.Tanh), R(n, 0, 3, 4)),
+        // the derivative op's own gradient (second order through gelu_tanh_grad's rule)
+        ["gelu_tanh second order"] = n => Check(n, x => Autograd.Grad((x[0].Gelu(GeluApproximation.Tanh) * x[1]).Sum(), x[0])[0], R(n, 0, 3, 4), R(n, 1, 3, 4)),
         ["silu"] = n => Check(n, x => x[0].Silu(), R(n, 0, 3, 4)),
         ["square"] = n => Check(n, x => x[0].Square(), R(n, 0, 3, 4)),
         ["erf"] = n => Check(n, x => x[0].Erf(), R(n, 0, 3, 4)),

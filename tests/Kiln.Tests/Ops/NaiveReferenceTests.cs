@@ -41,6 +41,7 @@ public class NaiveReferenceTests
         ["relu"] = (x => x.Relu(), v => v > 0 ? v : 0, -4, 4),
         ["gelu_erf"] = (x => x.Gelu(), RefMath.GeluErf, -5, 5),
         ["gelu_tanh"] = (x => x.Gelu(GeluApproximation.Tanh), RefMath.GeluTanh, -5, 5),
+        ["gelu_tanh_grad"] = (x => Tensor.Apply(Kiln.Graph.OpTable.GeluTanhGrad, null, x), RefMath.GeluTanhGrad, -5, 5),
         ["silu"] = (x => x.Silu(), v => v * RefMath.Sigmoid(v), -6, 6),
         ["square"] = (x => x.Square(), v => v * v, -4, 4),
         ["erf"] = (x => x.Erf(), RefMath.Erf, -4, 4),

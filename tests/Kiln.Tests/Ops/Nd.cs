@@ -292,5 +292,12 @@ internal static class RefMath
 
     public static double Sigmoid(double x) => 1 / (1 + Math.Exp(-x));
     public static double GeluErf(double x) => 0.5 * x * (1 + Erf(x / Math.Sqrt(2)));
+    /// <summary>d/dx GeluTanh, written from sech² = 1 − tanh²: ½(1 + tanh u) + ½x·sech²(u)·u′, u = √(2/π)(x + 0.044715x³).</summary>
+    public static double GeluTanhGrad(double x)
+    {
+        double c = Math.Sqrt(2 / Math.PI), u = c * (x + 0.044715 * x * x * x), sech = 1 / Math.Cosh(u);
+        return 0.5 * (1 + Math.Tanh(u)) + 0.5 * x * sech * sech * c * (1 + 3 * 0.044715 * x * x);
+    }
+
     public static double GeluTanh(double x) => 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
 }
