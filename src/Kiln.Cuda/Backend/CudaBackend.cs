@@ -565,7 +565,8 @@ internal sealed partial class CudaBackend : IDeviceBackend
         ulong paux = aux is null ? 0 : Ptr(aux) + (ulong)(aux.Offset * size);
         if (aux is not null) Foreign(paux);
         _blas.Value.MatmulRowMajor((int)(batches * m), n, k, type, pa, pb, po, alpha, beta, _current,
-            compute: ComputeFor(type), epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false, aux: paux);
+            compute: ComputeFor(type), epilogue: epilogue ?? (bias is null ? CublasLtEpilogue.Default : CublasLtEpilogue.Bias), bias: pbias, aTransposed: aT, bTransposed: ob ?? false, aux: paux,
+            tune: CudaKernel.Recorder is null);   // never while a graph is being captured (timing synchronises)
         Interlocked.Increment(ref Launches);
         if (!ReferenceEquals(ad.Buffer, a.Buffer)) Evaluator.Release(ad);
         if (!ReferenceEquals(bd.Buffer, b.Buffer)) Evaluator.Release(bd);
