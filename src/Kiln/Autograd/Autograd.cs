@@ -71,7 +71,11 @@ public static class Autograd
         var order = GraphWalk.Topological([output], _ => false);
         var reaches = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         foreach (var n in order)   // inputs first, so each node sees its inputs' answer
-            if (targets.Contains(n) || n.InputArray.Any(reaches.Contains)) reaches.Add(n);
+        {
+            bool reached = targets.Contains(n);
+            foreach (var i in n.InputArray) if (reached || (reached = reaches.Contains(i))) break;
+            if (reached) reaches.Add(n);
+        }
         return (order, reaches);
     }
 

@@ -74,7 +74,13 @@ public static partial class OpTable
         c => [c.Upstream.Reshape(c.Inputs[0].ShapeArray)], widensHalf: false);
 
     public static readonly OpDef Permute = new("permute", 1, FusionClass.View,
-        (i, a) => (((ShapeAttrs)a!).Shape.Select(p => i[0].Shape[p]).ToArray(), i[0].DType),
+        (i, a) =>
+        {
+            var perm = ((ShapeAttrs)a!).Shape;
+            var shape = new int[perm.Length];
+            for (int k = 0; k < perm.Length; k++) shape[k] = i[0].Shape[perm[k]];
+            return (shape, i[0].DType);
+        },
         (x, n) => Views.Permute(x[0], ((ShapeAttrs)n.Attrs!).Shape),
         c =>
         {

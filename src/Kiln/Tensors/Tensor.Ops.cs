@@ -124,27 +124,39 @@ public sealed partial class Tensor
     /// <summary>Same data, new shape; one axis may be -1 (inferred). No copy unless the strides forbid a view.</summary>
     public Tensor Reshape(params int[] shape)
     {
+        // Built on every backward step (many times per training step): loops, not LINQ.
+        int infer = Array.IndexOf(shape, -1);
+        long known = 1, numel = Numel;
+        bool negative = false;
+        for (int i = 0; i < shape.Length; i++) if (i != infer) { known *= shape[i]; negative |= shape[i] < 0; }
+        if (infer < 0 && !negative && known == numel && Shapes.Equal(shape, ShapeArray)) return this;
         var s = (int[])shape.Clone();
-        int infer = Array.IndexOf(s, -1);
-        long known = 1;
-        for (int i = 0; i < s.Length; i++) if (i != infer) known *= s[i];
-        if (infer >= 0 && known != 0 && Numel % known == 0) s[infer] = (int)(Numel / known);
-        if (s.Any(d => d < 0) || Shapes.Numel(s) != Numel)
-            throw new ArgumentException($"reshape: cannot view a tensor of shape {Shapes.Format(ShapeArray)} ({Numel} elements) as {Shapes.Format(shape)}");
+        if (infer >= 0 && known != 0 && numel % known == 0) s[infer] = (int)(numel / known);
+        if (negative || (infer >= 0 && s[infer] < 0) || Shapes.Numel(s) != numel)
+            throw new ArgumentException($"reshape: cannot view a tensor of shape {Shapes.Format(ShapeArray)} ({numel} elements) as {Shapes.Format(shape)}");
         return Shapes.Equal(s, ShapeArray) ? this : Apply(OpTable.Reshape, new ShapeAttrs(s), this);
     }
 
     public Tensor Permute(params int[] perm)
     {
-        if (perm.Length != Rank) throw new ArgumentException($"permute: {perm.Length} axes given for a tensor of rank {Rank} (shape {Shapes.Format(ShapeArray)})");
-        var p = perm.Select(a => Shapes.Axis(a, Rank, "permute")).ToArray();
-        if (p.Distinct().Count() != Rank) throw new ArgumentException($"permute: [{string.Join(", ", perm)}] is not a permutation of {Rank} axes");
-        return p.SequenceEqual(Enumerable.Range(0, Rank)) ? this : Apply(OpTable.Permute, new ShapeAttrs(p), this);
+        int rank = Rank;
+        if (perm.Length != rank) throw new ArgumentException($"permute: {perm.Length} axes given for a tensor of rank {rank} (shape {Shapes.Format(ShapeArray)})");
+        var p = new int[rank];
+        Span<bool> seen = stackalloc bool[rank];
+        bool identity = true;
+        for (int i = 0; i < rank; i++)
+        {
+            int a = Shapes.Axis(perm[i], rank, "permute");
+            if (seen[a]) throw new ArgumentException($"permute: [{string.Join(", ", perm)}] is not a permutation of {rank} axes");
+            seen[a] = true; p[i] = a; identity &= a == i;
+        }
+        return identity ? this : Apply(OpTable.Permute, new ShapeAttrs(p), this);
     }
 
     public Tensor Transpose(int a, int b)
     {
-        var p = Enumerable.Range(0, Rank).ToArray();
+        var p = new int[Rank];
+        for (int i = 0; i < p.Length; i++) p[i] = i;
         int x = Shapes.Axis(a, Rank, "transpose"), y = Shapes.Axis(b, Rank, "transpose");
         (p[x], p[y]) = (p[y], p[x]);
         return Permute(p);
