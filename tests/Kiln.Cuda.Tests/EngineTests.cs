@@ -412,6 +412,11 @@ public class EngineTests
             ("sum", t => t.Sum([1]), 1e-5), ("mean all", t => t.Mean(), 1e-5), ("max", t => t.Max([0, 1]), 0), ("min", t => t.Min([1]), 0),
             ("argmax", t => t.ArgMax(1).Cast(DType.Float32), 0), ("logsumexp", t => t.LogSumExp([1]), 1e-5),
             ("var", t => t.Var([0, 1], correction: 1), 1e-5), ("sum of a permuted view", t => t.Permute(2, 0, 1).Sum([2]), 1e-5),
+            // leading axes with the outputs one run of a multiple of 4 (four outputs per thread, 16-byte loads), a
+            // short one (6 rows), and views that are not 16-byte aligned or not a multiple of 4 wide (the scalar form)
+            ("sum over leading axes", t => t.Sum([0, 1]), 1e-5), ("argmax over the first axis", t => t.ArgMax(0).Cast(DType.Float32), 0),
+            ("min over the first axis", t => t.Min([0]), 0), ("sum of an offset view", t => t.Slice(2, 1, 37).Sum([0, 1]), 1e-5),
+            ("sum of a 39-wide view", t => t.Slice(2, 0, 39).Sum([0, 1]), 1e-5),
         })
             Same(t => f(t[0]), [x], name + " (6,3000,40)", tol);
         // 20000-term sums cancel (values ~N(0,1), sums ~1): the CPU's fp32 sum is off by ~3e-5 there, so the GPU's

@@ -121,8 +121,8 @@ internal static class CudaIndexCodegen
                 long long o = b; for (int d = ri - 1; d >= 0; --d) { long long c = j % is[d]; j /= is[d]; o += c * ist[d]; } return o;
             };
             auto load = [&](long long b, long long j) { return (double){{CudaCodegen.Load(input, "x[offsetOf(b, j)]")}}; };
-            auto store = [&](long long i, kst s) { if (parts == 1) out[i] = {{CudaCodegen.Store(output, Finish(kind))}}; else part[i * parts + (rows ? (long long)blockIdx.x % parts : (long long)blockIdx.y)] = s; };
-            if (rows)
+            auto store = [&](long long i, kst s) { if (parts == 1) out[i] = {{CudaCodegen.Store(output, Finish(kind))}}; else part[i * parts + (rows == 1 ? (long long)blockIdx.x % parts : (long long)blockIdx.y)] = s; };
+            if (rows == 1)
             {
                 __shared__ kst sh[32];
                 long long i = blockIdx.x / parts, p = blockIdx.x % parts;
@@ -149,6 +149,7 @@ internal static class CudaIndexCodegen
             else
             {
                 long long p = blockIdx.y, j0 = p * chunk < count ? p * chunk : count, j1 = j0 + chunk < count ? j0 + chunk : count;
+        {{(input == DType.Float32 ? Vector4Columns : "")}}
                 for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
                 {
                     long long b = baseOf(i), j = j0;
@@ -165,19 +166,22 @@ internal static class CudaIndexCodegen
         }
         """;
 
-    /// <summary>fp32 rows over a dense, 16-byte aligned range: 16-byte loads (two in flight), element indices still
+    /// <summary>fp32 rows over a dense, 16-byte aligned range: 16-byte loads (four in flight), element indices still
     /// increasing along each thread; the scalar loop after it takes the tail (j is left at the first tail element).</summary>
     private const string Vector4Rows = """
                 if (ri == 1 && step1 == 1 && (((unsigned long long)(x + b + j0)) & 15ULL) == 0)
                 {
                     const kiln_f4* x4 = reinterpret_cast<const kiln_f4*>(x + b + j0);
                     long long quads = (j1 - j0) >> 2, q = threadIdx.x;
-                    for (; q + by < quads; q += 2 * by)
+                    for (; q + 3 * by < quads; q += 4 * by)
                     {
-                        kiln_f4 u = x4[q], w = x4[q + by];
-                        long long ju = j0 + 4 * q, jw = j0 + 4 * (q + by);
-                        s = st_add(s, (double)u.x, ju); s = st_add(s, (double)u.y, ju + 1); s = st_add(s, (double)u.z, ju + 2); s = st_add(s, (double)u.w, ju + 3);
-                        s = st_add(s, (double)w.x, jw); s = st_add(s, (double)w.y, jw + 1); s = st_add(s, (double)w.z, jw + 2); s = st_add(s, (double)w.w, jw + 3);
+                        kiln_f4 u[4] = { x4[q], x4[q + by], x4[q + 2 * by], x4[q + 3 * by] };
+                        #pragma unroll
+                        for (int k = 0; k < 4; k++)
+                        {
+                            long long ju = j0 + 4 * (q + k * by);
+                            s = st_add(s, (double)u[k].x, ju); s = st_add(s, (double)u[k].y, ju + 1); s = st_add(s, (double)u[k].z, ju + 2); s = st_add(s, (double)u[k].w, ju + 3);
+                        }
                     }
                     for (; q < quads; q += by)
                     {
@@ -185,6 +189,42 @@ internal static class CudaIndexCodegen
                         s = st_add(s, (double)u.x, ju); s = st_add(s, (double)u.y, ju + 1); s = st_add(s, (double)u.z, ju + 2); s = st_add(s, (double)u.w, ju + 3);
                     }
                     j = j0 + 4 * quads + threadIdx.x;
+                }
+        """;
+
+    /// <summary>
+    /// fp32 columns (a bias gradient's shape: one contiguous run of outputs, the reduced axis strided by a multiple of
+    /// 4 elements, 16-byte aligned): a thread takes four neighbouring outputs with 16-byte loads (four rows in flight),
+    /// four states; the host picks this form (rows = 2, <see cref="CudaBackend.ColumnLanes"/>) and launches a quarter of
+    /// the threads. Each output still adds its elements in increasing order.
+    /// </summary>
+    private const string Vector4Columns = """
+                if (rows == 2)
+                {
+                    const long long quads = n >> 2, w = step1 >> 2;
+                    for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < quads; g += (long long)gridDim.x * blockDim.x)
+                    {
+                        const kiln_f4* x4 = reinterpret_cast<const kiln_f4*>(x + off) + g;
+                        kst s0 = st_init(), s1 = st_init(), s2 = st_init(), s3 = st_init();
+                        long long j = j0;
+                        for (; j + 3 < j1; j += 4)
+                        {
+                            kiln_f4 u[4] = { x4[j * w], x4[(j + 1) * w], x4[(j + 2) * w], x4[(j + 3) * w] };
+                            #pragma unroll
+                            for (int k = 0; k < 4; k++)
+                            {
+                                s0 = st_add(s0, (double)u[k].x, j + k); s1 = st_add(s1, (double)u[k].y, j + k);
+                                s2 = st_add(s2, (double)u[k].z, j + k); s3 = st_add(s3, (double)u[k].w, j + k);
+                            }
+                        }
+                        for (; j < j1; ++j)
+                        {
+                            kiln_f4 u = x4[j * w];
+                            s0 = st_add(s0, (double)u.x, j); s1 = st_add(s1, (double)u.y, j); s2 = st_add(s2, (double)u.z, j); s3 = st_add(s3, (double)u.w, j);
+                        }
+                        store(4 * g, s0); store(4 * g + 1, s1); store(4 * g + 2, s2); store(4 * g + 3, s3);
+                    }
+                    return;
                 }
         """;
 
