@@ -37,6 +37,7 @@ internal static class TrainCommand
         var device = new Option<string>("--device") { Description = "cpu, cuda[:N] (an NVIDIA GPU through the CUDA backend), or auto (the GPU when one is found)", DefaultValueFactory = _ => "cpu" };
         var seed = new Option<ulong>("--seed") { Description = "seed for LoRA init, shuffling and dropout", DefaultValueFactory = _ => 0 };
         var tf32 = new Option<bool>("--tf32") { Description = "on a GPU, let fp32 matrix products use TF32 tensor cores (faster, ~1e-3 relative error; as KILN_TF32=1)" };
+        var dtype = new Option<string>("--dtype") { Description = "dtype of the frozen base weights and the computation: fp32, bf16 or fp16 (the LoRA weights and the optimizer stay fp32)", DefaultValueFactory = _ => "fp32" };
         var buckets = new Option<bool>("--buckets") { Description = "length buckets instead of packing" };
         var checkpointing = new Option<bool>("--grad-checkpoint") { Description = "recompute layers in the backward pass to save activation memory" };
         var sample = new Option<string?>("--sample-prompt") { Description = "after training, generate from this prompt with and without the adapter" };
@@ -45,7 +46,7 @@ internal static class TrainCommand
         var cmd = new Command("train", "LoRA fine-tune a model on text or JSONL data")
         {
             model, tokenizer, data, output, rank, alpha, dropout, targets, lr, schedule, warmup, steps, epochs, batch, accum,
-            maxSeq, clip, valData, valEvery, saveEvery, resume, device, tf32, seed, buckets, checkpointing, sample, sampleTokens,
+            maxSeq, clip, valData, valEvery, saveEvery, resume, device, tf32, dtype, seed, buckets, checkpointing, sample, sampleTokens,
         };
         cmd.SetAction(r => CliErrors.Run(r.GetValue(verbose), () =>
         {
@@ -61,7 +62,7 @@ internal static class TrainCommand
                 Resume = r.GetValue(resume), Seed = r.GetValue(seed), Batching = r.GetValue(buckets) ? BatchMode.LengthBuckets : BatchMode.Packing,
                 GradientCheckpointing = r.GetValue(checkpointing),
             };
-            return Run(r.GetValue(model)!, r.GetValue(tokenizer), options, r.GetValue(sample), r.GetValue(sampleTokens), dev);
+            return Run(r.GetValue(model)!, r.GetValue(tokenizer), options, r.GetValue(sample), r.GetValue(sampleTokens), dev, ParseDType(r.GetValue(dtype)!));
         }));
         return cmd;
     }
@@ -74,16 +75,26 @@ internal static class TrainCommand
         catch (NotSupportedException e) { throw new ArgumentException($"--device {device}: {e.Message}", e); }
     }
 
-    private static int Run(string modelPath, string? tokenizerPath, TrainingRunOptions o, string? samplePrompt, int sampleTokens, Device device)
+    /// <summary>--dtype: fp32, bf16 or fp16 (and their long names).</summary>
+    internal static DType ParseDType(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "fp32" or "float32" or "f32" => DType.Float32,
+        "bf16" or "bfloat16" => DType.BFloat16,
+        "fp16" or "float16" or "f16" or "half" => DType.Float16,
+        _ => throw new ArgumentException($"--dtype {s}: not a dtype to train in (fp32, bf16 or fp16)"),
+    };
+
+    private static int Run(string modelPath, string? tokenizerPath, TrainingRunOptions o, string? samplePrompt, int sampleTokens, Device device, DType dtype)
     {
         var loaded = Pretrained.Load(modelPath, tokenizerPath);
         var tok = loaded.RequireTokenizer();
         var c = loaded.Model.Config;
         AnsiConsole.MarkupLine($"[bold]kiln train[/]: {Markup.Escape(modelPath)} ({c.ModelType}, {c.Layers} layers, hidden {c.HiddenSize}, vocab {c.VocabSize}) on {Markup.Escape(o.DataPath)}");
-        AnsiConsole.MarkupLine($"LoRA r={o.Lora.Rank} alpha={o.Lora.Alpha} targets={string.Join(",", o.Lora.TargetModules)}; lr {o.LearningRate} {o.Schedule}, batch {o.BatchSize}×{o.MaxSeq}, device {device}{(device.Kind == DeviceKind.Cpu ? $", {Settings.Threads} threads" : Settings.AllowTf32 ? ", TF32" : "")}");
+        AnsiConsole.MarkupLine($"LoRA r={o.Lora.Rank} alpha={o.Lora.Alpha} targets={string.Join(",", o.Lora.TargetModules)}; lr {o.LearningRate} {o.Schedule}, batch {o.BatchSize}×{o.MaxSeq}, device {device}{(device.Kind == DeviceKind.Cpu ? $", {Settings.Threads} threads" : Settings.AllowTf32 ? ", TF32" : "")}{(dtype == DType.Float32 ? "" : $", base weights {dtype.ShortName()} (LoRA and optimizer fp32)")}");
 
         string? baseSample = samplePrompt is null ? null : Sample(loaded, samplePrompt, sampleTokens);   // on the CPU, before moving
         if (device.Kind != DeviceKind.Cpu) loaded.Model.To(device);
+        if (dtype != DType.Float32) loaded.Model.CastFrozenWeights(dtype);   // after the move: cast where the weights now live
         var run = new TrainingRun(loaded.Model, tok, o, Path.GetFullPath(modelPath));
         TrainingSummary summary;
         if (AnsiConsole.Profile.Capabilities.Interactive)
@@ -116,7 +127,8 @@ internal static class TrainCommand
         AnsiConsole.MarkupLine($"{summary.TokensPerSecond:F0} trained tokens/s; adapter → [green]{Markup.Escape(summary.AdapterDir)}[/], loss curve → [green]{Markup.Escape(summary.LossCurvePath)}[/]");
         if (samplePrompt is not null)
         {
-            loaded.Model.To(Device.Cpu);   // generation runs on the CPU (its KV-cache ops have no CUDA kernels yet)
+            // On the training device; in fp32 like the sample before training (the base weights keep their rounding).
+            if (dtype != DType.Float32) loaded.Model.CastFrozenWeights(DType.Float32);
             AnsiConsole.MarkupLine("\n[bold]without the adapter[/] (greedy):");
             Console.WriteLine(samplePrompt + baseSample);
             AnsiConsole.MarkupLine("[bold]with the adapter[/] (greedy):");

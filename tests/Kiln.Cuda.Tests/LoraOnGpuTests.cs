@@ -59,6 +59,42 @@ public class LoraOnGpuTests
         TestContext.Current.TestOutputHelper?.WriteLine($"GPU LoRA step (4x128, stories260K, r8 all-linear), host-timed µs per step: {string.Join(", ", times.Select(t => t.ToString("F0")))}; captures {backend.Captures - captures0}, replays {backend.Replays}");
         Assert.True(backend.Captures - captures0 >= 1, "the training step should have been captured as a CUDA Graph");
     }
+
+    [Theory]
+    [InlineData(DType.BFloat16)]
+    [InlineData(DType.Float16)]
+    public void MixedPrecisionLoraTrainingOnTheGpuFollowsTheCpu(DType dtype)
+    {
+        // The base model in bf16/fp16 (CastFrozenWeights), LoRA and AdamW in fp32, on both sides: the GPU fuses
+        // half-precision graphs and keeps fp32 inside its kernels, the CPU rounds after every op, so the losses agree
+        // to half precision's resolution, not bit for bit. Captured and replayed like the fp32 step.
+        Gpu.Context();
+        KilnCuda.Register();
+        var d = Device.Cuda(0);
+        var backend = (CudaBackend)Backends.For(d);
+        var cpu = Pretrained.Load(Model()).Model;
+        var gpu = Pretrained.Load(Model()).Model.To(d);
+        foreach (var m in new[] { cpu, gpu })
+        {
+            Lora.Apply(m, new LoraConfig { Rank = 8, Alpha = 16, TargetModules = LoraConfig.AllLinear, Dropout = 0.05 }, seed: 1);
+            m.CastFrozenWeights(dtype);
+        }
+        var tc = new Trainer(cpu); var tg = new Trainer(gpu);
+        var rng = new Random(4);
+        long captures0 = backend.Captures;
+        double tol = dtype == DType.BFloat16 ? 1e-2 : 2e-3;
+        for (int step = 0; step < 5; step++)
+        {
+            var batch = new TokenBatch(Enumerable.Range(0, 256).Select(_ => rng.Next(512)).ToArray(), Enumerable.Range(0, 256).Select(_ => rng.Next(512)).ToArray(), 2, 128);
+            var rc = tc.Feed(batch, 1e-3)!;
+            var rg = tg.Feed(batch, 1e-3)!;
+            Console.WriteLine($"[lora-gpu {dtype}] step {step}: cpu {rc.Loss:F5} gpu {rg.Loss:F5}, norm cpu {rc.GradNorm:F4} gpu {rg.GradNorm:F4}");
+            Assert.True(Math.Abs(rc.Loss - rg.Loss) <= tol * rc.Loss, $"{dtype} step {step}: cpu loss {rc.Loss} gpu loss {rg.Loss}");
+            Assert.True(Math.Abs(rc.GradNorm - rg.GradNorm) <= 5 * tol * (1 + rc.GradNorm), $"{dtype} step {step}: cpu norm {rc.GradNorm} gpu {rg.GradNorm}");
+        }
+        Assert.All(gpu.NamedParameters(), p => Assert.Equal(p.Value.Trainable ? DType.Float32 : dtype, p.Value.Value.DType));
+        Assert.True(backend.Captures - captures0 >= 1, "the mixed-precision step should have been captured as a CUDA Graph");
+    }
 }
 
 [Collection("gpu")]

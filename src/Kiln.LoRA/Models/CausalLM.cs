@@ -59,6 +59,27 @@ public sealed class CausalLM : Module
         return this;
     }
 
+    /// <summary>
+    /// Stores every frozen (non-trainable) floating-point weight in <paramref name="dtype"/> — bf16 or fp16 halves the
+    /// memory and traffic of the base model, fp32 restores it — and so makes the model compute in that dtype.
+    /// Trainable parameters (LoRA's A and B) stay fp32: they are the optimizer's master weights, and a LoRA layer
+    /// casts them to its input's dtype in the forward pass (the gradient flows back through the cast to fp32), as
+    /// mixed-precision training does in PyTorch. Returns this model.
+    /// </summary>
+    public CausalLM CastFrozenWeights(DType dtype)
+    {
+        if (dtype is not (DType.Float32 or DType.BFloat16 or DType.Float16))
+            throw new ArgumentException($"CausalLM.CastFrozenWeights: {dtype} is not a float dtype a model computes in (fp32, bf16, fp16)");
+        var cast = NamedParameters().Select(p => p.Value).Where(p => !p.Trainable && p.Value.DType.IsFloat() && p.Value.DType != dtype).ToArray();
+        var values = cast.Select(p => p.Value.Cast(dtype)).ToArray();
+        if (values.Length > 0) Tensor.Eval(values);
+        for (int i = 0; i < cast.Length; i++) cast[i].Value = values[i].Detach();
+        return this;
+    }
+
+    /// <summary>The dtype the model computes in: its token embedding's.</summary>
+    public DType ComputeDType => Model.EmbedTokens.Weight.Value.DType;
+
     /// <summary>Recompute each decoder layer during the backward pass instead of keeping its activations
     /// (memory for compute; gradients are unchanged). Affects only graphs that are differentiated.</summary>
     public bool GradientCheckpointing { get; set; }
@@ -114,7 +135,9 @@ public sealed class CausalLM : Module
                 throw new ArgumentException($"CausalLM.Forward: attention mask must be ({b}, {past + t}) (cached + new tokens), got [{string.Join(", ", attentionMask.Shape)}]");
             // 0 where attended, a large finite negative where padded: a padded query row then gets a uniform
             // (finite) distribution instead of NaN, and its garbage never reaches real rows.
-            padBias = ((1 - attentionMask.To(device).Cast(DType.Float32)) * -1e30).Reshape(b, 1, 1, 1, past + t);
+            // In the model's dtype (fp16 holds at most 65504: its "large" is -6e4).
+            var dt = ComputeDType;
+            padBias = ((1 - attentionMask.To(device).Cast(dt)) * (dt == DType.Float16 ? -6e4 : -1e30)).Reshape(b, 1, 1, 1, past + t);
         }
         var ctx = new ForwardContext(_rotary, positions, cache, padBias);
         var x = Model.EmbedTokens.Forward(ids);

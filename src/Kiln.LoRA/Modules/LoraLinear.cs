@@ -52,21 +52,27 @@ public sealed class LoraLinear : Linear
         var y = base.Forward(x);
         if (Merged) return y;
         var h = Training && Options.Dropout > 0 ? Dropout(x) : x;
-        return y + h.MatMul(A.Value.T).MatMul(B.Value.T) * Options.Scaling;
+        // A and B are fp32 master weights; a half-precision model (CausalLM.CastFrozenWeights) computes in its dtype.
+        return y + h.MatMul(In(A.Value, h.DType).T).MatMul(In(B.Value, h.DType).T) * Options.Scaling;
     }
+
+    private static Tensor In(Tensor t, DType dtype) => t.DType == dtype ? t : t.Cast(dtype);
+
+    /// <summary>s·B·A in fp32, in W's dtype.</summary>
+    private Tensor Delta() => In((B.Value.MatMul(A.Value) * Options.Scaling), Weight.Value.DType);
 
     /// <summary>Folds s·B·A into W (inference without the extra products). Undo with <see cref="Unmerge"/>.</summary>
     public void Merge()
     {
         if (Merged) return;
-        Weight.Value = (Weight.Value + B.Value.MatMul(A.Value) * Options.Scaling).Detach();
+        Weight.Value = (Weight.Value + Delta()).Detach();
         Merged = true;
     }
 
     public void Unmerge()
     {
         if (!Merged) return;
-        Weight.Value = (Weight.Value - B.Value.MatMul(A.Value) * Options.Scaling).Detach();
+        Weight.Value = (Weight.Value - Delta()).Detach();
         Merged = false;
     }
 
@@ -79,7 +85,8 @@ public sealed class LoraLinear : Linear
         var rng = new SplitMix64(((ulong)(uint)DropoutSeed << 32) ^ (ulong)DropoutSalt);
         float keep = (float)(1 / (1 - p));
         for (int i = 0; i < mask.Length; i++) mask[i] = rng.NextDouble() >= p ? keep : 0f;
-        return x * Tensor.FromArray(mask, [.. x.Shape], x.Device);
+        var m = Tensor.FromArray(mask, [.. x.Shape], x.Device);
+        return x * In(m, x.DType);
     }
 
     /// <summary>A sub-module holding one "weight", so names come out as lora_A.weight like PEFT's.</summary>

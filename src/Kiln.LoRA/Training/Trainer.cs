@@ -125,8 +125,13 @@ public sealed class Trainer
     private Tensor Loss(TokenBatch b) =>
         Ops.CrossEntropy(Logits(b), Tensor.FromArray(b.Labels, [b.Labels.Length], _model.Device), IgnoreIndex, _o.LabelSmoothing);
 
-    private Tensor Logits(TokenBatch b) =>
-        _model.Forward(Tensor.FromArray(b.Inputs, [b.BatchSize, b.SeqLen], _model.Device)).Reshape(-1, _model.Config.VocabSize);
+    /// <summary>Logits as (tokens, vocab) in fp32: a half-precision model's are widened for the loss (as Hugging Face
+    /// does), so the log-softmax over the vocabulary and the loss are not rounded to 8 or 11 bits.</summary>
+    private Tensor Logits(TokenBatch b)
+    {
+        var logits = _model.Forward(Tensor.FromArray(b.Inputs, [b.BatchSize, b.SeqLen], _model.Device)).Reshape(-1, _model.Config.VocabSize);
+        return logits.DType == DType.Float32 ? logits : logits.Cast(DType.Float32);
+    }
 
     private void SetDropoutSalt(long salt)
     {

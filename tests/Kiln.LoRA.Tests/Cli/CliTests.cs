@@ -44,6 +44,25 @@ public class CliTests
     }
 
     [Fact]
+    public void TrainsWithABf16BaseAndSamplesAfterwards()
+    {
+        using var dir = TestData.Temp();
+        string data = dir.File("data.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 20).Select(i => $$"""{"text": "The dog number {{i}} ran to the park and back home."}"""));
+        var (code, output) = Kiln("train", "--model", Model, "--data", data, "--out", dir.File("out"), "--steps", "4", "--batch", "2",
+            "--max-seq", "32", "--dtype", "bf16", "--sample-prompt", "The dog", "--sample-tokens", "5");
+        Assert.True(code == 0, output);
+        Assert.Contains("base weights bf16", output);
+        Assert.Contains("with the adapter", output);
+        using (var adapter = global::Kiln.LoRA.IO.SafetensorsFile.Open(dir.File("out", "adapter_model.safetensors")))
+            Assert.All(adapter.Tensors, t => Assert.Equal("F32", t.FileDType));   // the adapter is saved as trained: fp32
+
+        (code, output) = Kiln("train", "--model", Model, "--data", data, "--out", dir.File("out2"), "--steps", "1", "--dtype", "int8");
+        Assert.Equal(1, code);
+        Assert.Contains("--dtype int8", output);
+    }
+
+    [Fact]
     public void BadInputsGiveOneClearLineAndExitCodeOne()
     {
         using var dir = TestData.Temp();
