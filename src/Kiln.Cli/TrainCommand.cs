@@ -86,7 +86,7 @@ internal static class TrainCommand
 
     private static int Run(string modelPath, string? tokenizerPath, TrainingRunOptions o, string? samplePrompt, int sampleTokens, Device device, DType dtype)
     {
-        var loaded = Pretrained.Load(modelPath, tokenizerPath);
+        var loaded = Pretrained.Load(modelPath, tokenizerPath, dtype);   // a half-precision base loads as such (no fp32 copy)
         var tok = loaded.RequireTokenizer();
         var c = loaded.Model.Config;
         AnsiConsole.MarkupLine($"[bold]kiln train[/]: {Markup.Escape(modelPath)} ({c.ModelType}, {c.Layers} layers, hidden {c.HiddenSize}, vocab {c.VocabSize}) on {Markup.Escape(o.DataPath)}");
@@ -94,7 +94,6 @@ internal static class TrainCommand
 
         string? baseSample = samplePrompt is null ? null : Sample(loaded, samplePrompt, sampleTokens);   // on the CPU, before moving
         if (device.Kind != DeviceKind.Cpu) loaded.Model.To(device);
-        if (dtype != DType.Float32) loaded.Model.CastFrozenWeights(dtype);   // after the move: cast where the weights now live
         var run = new TrainingRun(loaded.Model, tok, o, Path.GetFullPath(modelPath));
         TrainingSummary summary;
         if (AnsiConsole.Profile.Capabilities.Interactive)
@@ -127,8 +126,7 @@ internal static class TrainCommand
         AnsiConsole.MarkupLine($"{summary.TokensPerSecond:F0} trained tokens/s; adapter → [green]{Markup.Escape(summary.AdapterDir)}[/], loss curve → [green]{Markup.Escape(summary.LossCurvePath)}[/]");
         if (samplePrompt is not null)
         {
-            // On the training device; in fp32 like the sample before training (the base weights keep their rounding).
-            if (dtype != DType.Float32) loaded.Model.CastFrozenWeights(DType.Float32);
+            // On the training device, in the model's dtype (the sample before training ran on the CPU, in the same dtype).
             AnsiConsole.MarkupLine("\n[bold]without the adapter[/] (greedy):");
             Console.WriteLine(samplePrompt + baseSample);
             AnsiConsole.MarkupLine("[bold]with the adapter[/] (greedy):");

@@ -203,6 +203,11 @@ public class EngineTests
         var ids = Tensor.FromArray(new long[] { 3, 0, 36, 3 }, [4]);
         Same(x => x[0].IndexSelect(0, x[1]), [a, ids], "index_select rows (embedding)", 0);
         Same(x => x[0].IndexSelect(1, x[1]), [a, ids], "index_select columns", 0);
+        // index_add / scatter_add in bf16 and fp16 (a compare-and-swap on the word around each element), repeated
+        // index 3 included: sums of two rows, rounded once per add on both sides.
+        var src = Tensor.RandomNormal([4, 64], 8, dtype: dt);
+        Same(x => Ops.IndexAdd(x[0], 0, x[1], x[2]), [a, ids, src], "index_add rows, a repeated index", tol);
+        Same(x => Autograd.Grad((x[0].IndexSelect(0, x[1]) * x[2]).Sum(), x[0])[0], [a, ids, src], "embedding gradient (scatter-add)", tol);
     }
 
     [Theory]

@@ -38,6 +38,7 @@ public class GeneratedSourceTests
         inline int __float_as_int(float x) { int i; __builtin_memcpy(&i, &x, 4); return i; }
         template <typename T> inline T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
         inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long cmp, unsigned long long v) { auto old = *p; if (old == cmp) *p = v; return old; }
+        inline unsigned int atomicCAS(unsigned int* p, unsigned int cmp, unsigned int v) { auto old = *p; if (old == cmp) *p = v; return old; }
 
         """;
 
@@ -139,7 +140,7 @@ public class GeneratedSourceTests
         {
             foreach (var t in new[] { DType.Float32, DType.Float64, DType.BFloat16, DType.Int32, DType.Int64, DType.Bool })
                 AssertCompiles($"gather_{t}_{index}", CudaIndexCodegen.Gather("k_gather", t, index));
-            foreach (var t in new[] { DType.Float32, DType.Float64, DType.Int32, DType.Int64 })
+            foreach (var t in new[] { DType.Float32, DType.Float64, DType.Int32, DType.Int64, DType.BFloat16, DType.Float16 })
                 AssertCompiles($"scatter_add_{t}_{index}", CudaIndexCodegen.ScatterAdd("k_scatter", t, index));
         }
     }

@@ -144,4 +144,30 @@ public class GenerationOnGpuTests
         var b = new Kiln.LoRA.Generation.Generator(gpu.Model, gpu.RequireTokenizer()).GenerateIdsBatch(prompts, o);
         for (int r = 0; r < prompts.Length; r++) Assert.Equal(a[r], b[r]);
     }
+
+    [Fact]
+    public void Bf16DecodingWithTheKvCacheOnTheGpuFollowsTheCpu()
+    {
+        // A bf16 model (Pretrained.Load(dtype)) keeps its KV cache in bf16 (written by index_add, a bf16 scatter_add on
+        // the GPU). Teacher-forced (the same next token on both sides, so rounding cannot make the paths diverge):
+        // each step's logits agree with the CPU's bf16 run to bf16 resolution.
+        Gpu.Context();
+        KilnCuda.Register();
+        string path = typeof(LoraOnGpuTests).GetMethod("Model", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.Invoke(null, null) as string ?? "";
+        var cpu = Pretrained.Load(path, dtype: DType.BFloat16).Model;
+        var gpu = Pretrained.Load(path, dtype: DType.BFloat16).Model.To(Device.Cuda(0));
+        var (kc, kg) = (new KvCache(cpu.Config.Layers), new KvCache(gpu.Config.Layers));
+        int[][] steps = [[1, 403, 407], [261], [378], [432], [383], [286]];
+        foreach (var ids in steps)
+        {
+            var lc = cpu.Forward(Tensor.FromArray(ids, [1, ids.Length]), kc);
+            var lg = gpu.Forward(Tensor.FromArray(ids, [1, ids.Length]), kg);
+            Tensor.Eval([lc, .. kc.Pending]); Tensor.Eval([lg, .. kg.Pending]);
+            Assert.Equal(DType.BFloat16, lg.DType);
+            var (a, b) = (lc.ToArray<float>(), lg.ToArray<float>());
+            double scale = a.Max(Math.Abs);
+            for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 3e-2 * scale, $"after {ids[0]}: logit {i} cpu {a[i]} gpu {b[i]}");
+            kc.Commit(); kg.Commit();
+        }
+    }
 }

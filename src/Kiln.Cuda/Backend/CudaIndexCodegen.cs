@@ -302,10 +302,14 @@ internal static class CudaIndexCodegen
     {
         string t = CudaCodegen.CType(data);
         // atomicAdd has no long long overload; two's complement addition is the same on the unsigned bits.
-        string add = data == DType.Int64
-            ? "atomicAdd((unsigned long long*)(out + oo), (unsigned long long)src[so]);"
-            : "atomicAdd(out + oo, src[so]);";
-        return IndexPrelude + $$"""
+        string add = data switch
+        {
+            DType.Int64 => "atomicAdd((unsigned long long*)(out + oo), (unsigned long long)src[so]);",
+            DType.BFloat16 => "kiln_atomic_add16(out + oo, kiln_bf2f(src[so]), true);",
+            DType.Float16 => "kiln_atomic_add16(out + oo, kiln_h2f(src[so]), false);",
+            _ => "atomicAdd(out + oo, src[so]);",
+        };
+        return CudaCodegen.Prelude + IndexPrelude + Atomic16 + $$"""
         extern "C" __global__ void {{name}}({{t}}* out, long long n, const long long* meta, const {{t}}* src, const {{CudaCodegen.CType(index)}}* idx, long long* err)
         {
             int rank = (int)meta[0], axis = (int)meta[1]; long long size = meta[2];
@@ -323,8 +327,28 @@ internal static class CudaIndexCodegen
         """;
     }
 
-    /// <summary>Dtypes with an atomicAdd on sm_60 and later (what scatter_add accumulates with).</summary>
-    public static bool ScatterAddSupports(DType t) => t is DType.Float32 or DType.Float64 or DType.Int32 or DType.Int64;
+    /// <summary>Dtypes scatter_add accumulates: those with an atomicAdd on sm_60 and later, and bf16/fp16 through a
+    /// compare-and-swap on the 32-bit word holding the element (the sum in fp32, rounded once per add).</summary>
+    public static bool ScatterAddSupports(DType t) => t is DType.Float32 or DType.Float64 or DType.Int32 or DType.Int64 or DType.BFloat16 or DType.Float16;
+
+    private const string Atomic16 = """
+        __device__ __forceinline__ void kiln_atomic_add16(unsigned short* a, float v, bool bf)
+        {
+            // The aligned word around the element (allocations are whole words, so it never leaves the buffer).
+            unsigned int* w = (unsigned int*)((unsigned long long)a & ~3ULL);
+            unsigned int shift = ((unsigned long long)a & 2ULL) ? 16u : 0u;
+            unsigned int old = *w, assumed;
+            do
+            {
+                assumed = old;
+                unsigned short cur = (unsigned short)(assumed >> shift);
+                float sum = (bf ? kiln_bf2f(cur) : kiln_h2f(cur)) + v;
+                unsigned short next = bf ? kiln_f2bf(sum) : kiln_f2h(sum);
+                old = atomicCAS(w, assumed, (assumed & ~(0xffffu << shift)) | ((unsigned int)next << shift));
+            } while (old != assumed);
+        }
+
+        """;
 
     private const string IndexPrelude = """
         __device__ __forceinline__ void kiln_index_error(long long* err, long long at, long long size, long long op)

@@ -68,8 +68,7 @@ public sealed class CausalLM : Module
     /// </summary>
     public CausalLM CastFrozenWeights(DType dtype)
     {
-        if (dtype is not (DType.Float32 or DType.BFloat16 or DType.Float16))
-            throw new ArgumentException($"CausalLM.CastFrozenWeights: {dtype} is not a float dtype a model computes in (fp32, bf16, fp16)");
+        RequireComputeDType(dtype, "CausalLM.CastFrozenWeights");
         var cast = NamedParameters().Select(p => p.Value).Where(p => !p.Trainable && p.Value.DType.IsFloat() && p.Value.DType != dtype).ToArray();
         var values = cast.Select(p => p.Value.Cast(dtype)).ToArray();
         if (values.Length > 0) Tensor.Eval(values);
@@ -92,17 +91,26 @@ public sealed class CausalLM : Module
         if (name == "lm_head") LmHead = (Linear)replacement;
     }
 
-    /// <summary>Builds the model from named weights (Hugging Face keys); weight names the architecture does not use are returned in <paramref name="unused"/>.</summary>
-    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source, out IReadOnlyList<string> unused)
+    /// <summary>Builds the model from named weights (Hugging Face keys), stored in <paramref name="dtype"/> (fp32, bf16
+    /// or fp16); weight names the architecture does not use are returned in <paramref name="unused"/>.</summary>
+    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source, out IReadOnlyList<string> unused,
+        DType dtype = DType.Float32)
     {
-        var w = new WeightSource(n => weights.TryGetValue(n, out var t) ? t : null, weights.Keys, source);
+        RequireComputeDType(dtype, "CausalLM.FromWeights");
+        var w = new WeightSource(n => weights.TryGetValue(n, out var t) ? t : null, weights.Keys, source, dtype);
         var m = new CausalLM(config, w);
         unused = w.Unused.Where(n => !n.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToArray();
         return m;
     }
 
-    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source = "weights") =>
-        FromWeights(config, weights, source, out _);
+    public static CausalLM FromWeights(ModelConfig config, IReadOnlyDictionary<string, Tensor> weights, string source = "weights", DType dtype = DType.Float32) =>
+        FromWeights(config, weights, source, out _, dtype);
+
+    internal static void RequireComputeDType(DType dtype, string what)
+    {
+        if (dtype is not (DType.Float32 or DType.BFloat16 or DType.Float16))
+            throw new ArgumentException($"{what}: {dtype} is not a float dtype a model computes in (fp32, bf16, fp16)");
+    }
 
     /// <summary>
     /// Logits (B, T, vocab) for token ids (B, T). With a cache, the ids continue the cached sequence at
@@ -125,7 +133,7 @@ public sealed class CausalLM : Module
             throw new ArgumentException("CausalLM.Forward: a padding mask needs a growing cache (new KvCache(layers, fixedCapacity: false))");
         // With a fixed-capacity cache the position goes in as data, so decode steps share one plan.
         positions ??= cache is { FixedCapacity: true } ? Positions.AsData(past, device) : new Positions(past);
-        cache?.Begin(t, b, Config.KvHeads, Config.HeadDim, device);
+        cache?.Begin(t, b, Config.KvHeads, Config.HeadDim, device, ComputeDType);
         if (positions.PerRow is { } pr && pr.Length != b * t)
             throw new ArgumentException($"CausalLM.Forward: {pr.Length} positions given for ids of shape [{b}, {t}]");
         Tensor? padBias = null;

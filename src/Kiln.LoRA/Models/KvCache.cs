@@ -31,7 +31,7 @@ public sealed class KvCache
     public int Capacity => _keys[0]?.Shape[2] ?? 0;
 
     /// <summary>Called once per forward before the layers: makes room for <paramref name="t"/> new positions.</summary>
-    internal void Begin(int t, int batch, int kvHeads, int headDim, Device device)
+    internal void Begin(int t, int batch, int kvHeads, int headDim, Device device, DType dtype = DType.Float32)
     {
         _pendingT = t;
         if (!FixedCapacity) return;
@@ -42,15 +42,17 @@ public sealed class KvCache
             while (cap < need) cap *= 2;
             for (int l = 0; l < _keys.Length; l++)
             {
-                _keys[l] = Grow(_keys[l], batch, kvHeads, cap, headDim, device);
-                _values[l] = Grow(_values[l], batch, kvHeads, cap, headDim, device);
+                _keys[l] = Grow(_keys[l], batch, kvHeads, cap, headDim, device, dtype);
+                _values[l] = Grow(_values[l], batch, kvHeads, cap, headDim, device, dtype);
             }
         }
         _writeAt = Tensor.FromArray(Enumerable.Range(Length, t).Select(i => (long)i).ToArray(), [t], device);
         _valid = Tensor.FromArray(new[] { Length + t }, [], device);
     }
 
-    private static Tensor Grow(Tensor? old, int b, int h, int cap, int d, Device device)
+    /// <summary>A zeroed cache of <paramref name="cap"/> slots in the model's dtype, the old entries copied in (through
+    /// fp32 on the host, exact for bf16/fp16).</summary>
+    private static Tensor Grow(Tensor? old, int b, int h, int cap, int d, Device device, DType dtype)
     {
         var fresh = new float[(long)b * h * cap * d];
         if (old is not null)
@@ -59,7 +61,8 @@ public sealed class KvCache
             int oldCap = old.Shape[2];
             for (int i = 0; i < b * h; i++) Array.Copy(o, (long)i * oldCap * d, fresh, (long)i * cap * d, (long)oldCap * d);
         }
-        return Tensor.FromArray(fresh, [b, h, cap, d], device);
+        var grown = Tensor.FromArray(fresh, [b, h, cap, d], device);
+        return dtype == DType.Float32 ? grown : grown.Cast(dtype).Detach();
     }
 
     /// <summary>The layer's keys and values including the new ones, and the valid count (null: all are valid).</summary>

@@ -16,21 +16,24 @@ public sealed record PretrainedModel(CausalLM Model, ITokenizer? Tokenizer, stri
 /// </summary>
 public static class Pretrained
 {
-    public static PretrainedModel Load(string path, string? tokenizerPath = null)
+    /// <param name="dtype">what the weights are stored (and the model computes) in: fp32, or bf16/fp16 for a
+    /// half-precision base (a file's bf16 tensors then load without a float32 copy; see CausalLM.CastFrozenWeights)</param>
+    public static PretrainedModel Load(string path, string? tokenizerPath = null, DType dtype = DType.Float32)
     {
+        CausalLM.RequireComputeDType(dtype, "Pretrained.Load");
         if (File.Exists(path) && path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
         {
             var ckpt = Llama2cCheckpoint.Load(path);
             var config = ModelConfig.Parse(ckpt.HfConfig(), path);
-            var model = CausalLM.FromWeights(config, ckpt.Weights, path);
+            var model = CausalLM.FromWeights(config, ckpt.Weights, path, dtype);
             return new(model, Tokenizer(tokenizerPath, Path.GetDirectoryName(Path.GetFullPath(path))!), path);
         }
         if (Directory.Exists(path))
         {
             var config = ModelConfig.Load(Path.Combine(path, "config.json"));
             using var weights = ModelWeights.Open(path);
-            var dict = weights.Names.ToDictionary(n => n, n => weights.Load(n, DType.Float32));
-            var model = CausalLM.FromWeights(config, dict, path);
+            var dict = weights.Names.ToDictionary(n => n, n => weights.Load(n, dtype));
+            var model = CausalLM.FromWeights(config, dict, path, dtype);
             return new(model, Tokenizer(tokenizerPath, path), path);
         }
         if (File.Exists(path))

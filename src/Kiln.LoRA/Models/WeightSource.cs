@@ -4,10 +4,10 @@ namespace Kiln.LoRA.Models;
 
 /// <summary>
 /// Named weights a model is built from (a state dict), with errors that name the source and the key.
-/// Every weight is converted to float32 (the compute type of the CPU path). Tracks which keys were used
-/// so a loader can report weights the architecture does not know.
+/// Every weight is converted to <paramref name="dtype"/> (float32 unless the model is loaded in bf16/fp16). Tracks
+/// which keys were used so a loader can report weights the architecture does not know.
 /// </summary>
-internal sealed class WeightSource(Func<string, Tensor?> lookup, IEnumerable<string> names, string source)
+internal sealed class WeightSource(Func<string, Tensor?> lookup, IEnumerable<string> names, string source, DType dtype = DType.Float32)
 {
     private readonly HashSet<string> _unused = new(names);
 
@@ -23,7 +23,7 @@ internal sealed class WeightSource(Func<string, Tensor?> lookup, IEnumerable<str
         _unused.Remove(name);
         if (!t.Shape.SequenceEqual(shape))
             throw new InvalidDataException($"{source}: weight '{name}' has shape [{string.Join(", ", t.Shape)}], the config implies [{string.Join(", ", shape)}]");
-        return t.DType == DType.Float32 ? t : t.Cast(DType.Float32).Detach();
+        return t.DType == dtype ? t : t.Cast(dtype).Detach();
     }
 
     public Linear Linear(string prefix, bool bias)
@@ -31,7 +31,7 @@ internal sealed class WeightSource(Func<string, Tensor?> lookup, IEnumerable<str
         var w = lookup(prefix + ".weight") ?? throw new InvalidDataException($"{source}: weight '{prefix}.weight' is missing{Near(prefix + ".weight")}");
         if (w.Rank != 2) throw new InvalidDataException($"{source}: weight '{prefix}.weight' must be 2-D, has shape [{string.Join(", ", w.Shape)}]");
         _unused.Remove(prefix + ".weight");
-        w = w.DType == DType.Float32 ? w : w.Cast(DType.Float32).Detach();
+        w = w.DType == dtype ? w : w.Cast(dtype).Detach();
         Tensor? b = null;
         if (bias)
         {

@@ -50,6 +50,27 @@ public class PretrainedTests
     }
 
     [Theory]
+    [InlineData("llama_tiny", DType.BFloat16, 5e-2)]
+    [InlineData("qwen2_tiny", DType.BFloat16, 5e-2)]
+    [InlineData("qwen2_tiny", DType.Float16, 1e-2)]
+    public void LoadedInHalfPrecisionTheWeightsAreHalfAndTheLogitsFollowTransformers(string name, DType dtype, double tol)
+    {
+        // The safetensors path: weights loaded straight into bf16/fp16 (Qwen2's q/k/v biases too); transformers'
+        // fp32 logits to half precision's resolution, relative to the largest logit.
+        var r = Json("hf", name, "reference.json");
+        var m = Pretrained.Load(TestData.File("hf", name, "model"), dtype: dtype).Model;
+        Assert.All(m.NamedParameters(), p => Assert.Equal(dtype, p.Value.Value.DType));
+        Assert.Equal(dtype, m.ComputeDType);
+        var ids = r.GetProperty("input_ids").EnumerateArray().SelectMany(Ints).ToArray();
+        var expected = r.GetProperty("base_logits").EnumerateArray().SelectMany(b => b.EnumerateArray()).SelectMany(row => row.EnumerateArray()).Select(v => v.GetDouble()).ToArray();
+        var got = m.Forward(Tensor.FromArray(ids, [2, ids.Length / 2])).Cast(DType.Float32).ToArray<float>();
+        Assert.Equal(expected.Length, got.Length);
+        double scale = expected.Max(Math.Abs);
+        for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(got[i] - expected[i]) <= tol * scale, $"{name} {dtype} logit {i}: {got[i]} vs {expected[i]}");
+        Assert.Throws<ArgumentException>(() => Pretrained.Load(TestData.File("hf", name, "model"), dtype: DType.Int64));
+    }
+
+    [Theory]
     [InlineData("llama_tiny")]
     [InlineData("qwen2_tiny")]
     public void TinyModelsGiveTransformersLogitsWithAndWithoutTheirPeftAdapter(string name)
