@@ -17,7 +17,9 @@ internal static class LoraRows
 {
     public static LoraResult Measure(string repoRoot, Device? device = null)
     {
-        var loaded = Pretrained.Load(Path.Combine(repoRoot, "data/models/stories260K/stories260K.bin"));
+        // KILN_BENCH_DTYPE=bf16|fp16: the base model in half precision (kiln train --dtype), LoRA and AdamW fp32.
+        var dtype = Environment.GetEnvironmentVariable("KILN_BENCH_DTYPE") switch { "bf16" => DType.BFloat16, "fp16" => DType.Float16, _ => DType.Float32 };
+        var loaded = Pretrained.Load(Path.Combine(repoRoot, "data/models/stories260K/stories260K.bin"), dtype: dtype);
         var model = loaded.Model;
         if (device is { } d) model.To(d);   // weights resident on the GPU; each step's ids are uploaded as a user's would be
         var reference = JsonDocument.Parse(File.ReadAllText(Path.Combine(repoRoot, "data/models/stories260K/reference_logits.json")))

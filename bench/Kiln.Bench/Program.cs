@@ -107,7 +107,8 @@ if (args.Length > 0 && args[0] == "lora")
         var graphsOff = LoraChild("KILN_DISABLE", "cudagraph", root, cuda);
         var fusionOff = LoraChild("KILN_DISABLE", "fusion", root, cuda);
         var tf32 = LoraChild("KILN_TF32", "1", root, cuda);
-        Console.WriteLine(Report.LoraCudaMarkdown(me, graphsOff, fusionOff, tf32, peer, CudaRows.DeviceLine()));
+        var bf16 = LoraChild("KILN_BENCH_DTYPE", "bf16", root, cuda);
+        Console.WriteLine(Report.LoraCudaMarkdown(me, graphsOff, fusionOff, tf32, bf16, peer, CudaRows.DeviceLine()));
         return 0;
     }
     var unfused = LoraChild("KILN_DISABLE", "fusion", root);

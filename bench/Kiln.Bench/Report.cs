@@ -61,7 +61,7 @@ public static class Report
 
     /// <summary>The GPU form: Kiln as built, with CUDA graphs off, fusion off and TF32 on, beside PyTorch eager on the
     /// same GPU (bench/peers/lora_cpu.py --device cuda).</summary>
-    internal static string LoraCudaMarkdown(LoraResult kiln, LoraResult graphsOff, LoraResult fusionOff, LoraResult tf32, string? peerPath, string device)
+    internal static string LoraCudaMarkdown(LoraResult kiln, LoraResult graphsOff, LoraResult fusionOff, LoraResult tf32, LoraResult bf16, string? peerPath, string device)
     {
         double? peerTrain = null, peerDecode = null; string? peerDevice = null;
         if (peerPath is not null && File.Exists(peerPath))
@@ -76,10 +76,11 @@ public static class Report
         var sb = new System.Text.StringBuilder();
         sb.AppendLine($"Device: {device}; peer: PyTorch eager on {peerDevice ?? "—"}.");
         sb.AppendLine();
-        sb.AppendLine("| stories260K on the GPU, LoRA r8 all-linear | Kiln µs | tokens/s | Kiln cudagraph off µs | Kiln fusion off µs | Kiln TF32 µs | PyTorch eager µs | Kiln vs PyTorch |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        sb.AppendLine($"| train step (4×128, fwd+bwd+AdamW) | {kiln.TrainUsPerStep:F0} | {kiln.TrainTokensPerS:F0} | {graphsOff.TrainUsPerStep:F0} | {fusionOff.TrainUsPerStep:F0} | {tf32.TrainUsPerStep:F0} | {Cell(peerTrain)} | {Speed(peerTrain, kiln.TrainUsPerStep)} |");
-        sb.AppendLine($"| decode, per token (greedy, KV cache) | {kiln.DecodeUsPerToken:F0} | {kiln.DecodeTokensPerS:F0} | {graphsOff.DecodeUsPerToken:F0} | {fusionOff.DecodeUsPerToken:F0} | {tf32.DecodeUsPerToken:F0} | {Cell(peerDecode)} | {Speed(peerDecode, kiln.DecodeUsPerToken)} |");
+        sb.AppendLine("| stories260K on the GPU, LoRA r8 all-linear | Kiln µs | tokens/s | Kiln cudagraph off µs | Kiln fusion off µs | Kiln TF32 µs | Kiln bf16 base µs | PyTorch eager µs | Kiln vs PyTorch |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine($"| train step (4×128, fwd+bwd+AdamW) | {kiln.TrainUsPerStep:F0} | {kiln.TrainTokensPerS:F0} | {graphsOff.TrainUsPerStep:F0} | {fusionOff.TrainUsPerStep:F0} | {tf32.TrainUsPerStep:F0} | {bf16.TrainUsPerStep:F0} | {Cell(peerTrain)} | {Speed(peerTrain, kiln.TrainUsPerStep)} |");
+        sb.AppendLine($"| decode, per token (greedy, KV cache) | {kiln.DecodeUsPerToken:F0} | {kiln.DecodeTokensPerS:F0} | {graphsOff.DecodeUsPerToken:F0} | {fusionOff.DecodeUsPerToken:F0} | {tf32.DecodeUsPerToken:F0} | {bf16.DecodeUsPerToken:F0} | {Cell(peerDecode)} | {Speed(peerDecode, kiln.DecodeUsPerToken)} |");
+        sb.AppendLine("\nbf16 base: the frozen weights, the computation and the KV cache in bf16 (`KILN_BENCH_DTYPE=bf16`, as `kiln train --dtype bf16`); LoRA and AdamW fp32.");
         sb.AppendLine($"\nKiln's greedy ids on the GPU equal llama2.c's: {kiln.GreedyMatches}.");
         return sb.ToString();
     }
